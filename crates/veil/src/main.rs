@@ -1,0 +1,90 @@
+//! The `veil` binary: one entry point, one clap subcommand per component.
+//! Each subcommand lives in `cmd/<area>.rs`; this file only parses and dispatches.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "veil",
+    version,
+    about = "Confidential containers: policies, attestation, encrypted volumes",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check, hash and manage sessions (policies).
+    #[command(subcommand)]
+    Session(cmd::session::SessionCmd),
+    /// Encrypted, rollback-protected volumes (the file shield).
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCmd),
+    /// Run or talk to a configuration and attestation service (CAS).
+    #[command(subcommand)]
+    Cas(cmd::cas::CasCmd),
+    /// This client's identity (key and certificate).
+    #[command(name = "self", subcommand)]
+    SelfId(cmd::identity::SelfCmd),
+    /// Print the current one-time password for a base32 secret.
+    Otp(cmd::otp::OtpArgs),
+    /// Verify the CAS audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
+    /// The local attestation service (one per node).
+    #[command(subcommand)]
+    Las(cmd::las::LasCmd),
+    /// Attest, fetch the configuration from the CAS and run a program.
+    Run(cmd::run::RunArgs),
+    /// Attest, then run a native program with the CAS's arguments, environment and files.
+    Envcas(cmd::run::EnvcasArgs),
+    /// Compute a measurement offline.
+    Measure(cmd::run::MeasureArgs),
+    /// Benchmarks that compare veil with a baseline on this machine.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
+}
+
+fn main() -> ExitCode {
+    cmd::init_logging();
+    // Multi-call: a binary (or link) named `envcas` behaves as `veil envcas`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let is_envcas = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "envcas");
+    if is_envcas {
+        args.insert(1, "envcas".into());
+    }
+    let cli = Cli::parse_from(args);
+    let result = match cli.cmd {
+        Cmd::Session(c) => cmd::session::run(c),
+        Cmd::Volume(c) => cmd::volume::run(c),
+        Cmd::Cas(c) => cmd::cas::run(c),
+        Cmd::SelfId(c) => cmd::identity::run(c),
+        Cmd::Otp(a) => cmd::otp::run(a),
+        Cmd::Audit(c) => cmd::audit::run(c),
+        Cmd::Las(c) => cmd::las::run(c),
+        Cmd::Run(a) => cmd::run::run(a),
+        Cmd::Envcas(a) => cmd::run::envcas(a),
+        Cmd::Measure(a) => cmd::run::measure(a),
+        Cmd::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  Caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The CAS's HTTPS servers: TLS 1.3 (tokio-rustls), a manual accept loop that records the
+//! peer certificate of each connection, and axum routers.
+//!
+//! Decision 5: the client certificate is **optional at the handshake** and enforced **per route**
+//! by one extractor, [`Caller`]. Any well-formed certificate is accepted as an identity whatever
+//! its issuer or dates, but its key must sign the handshake (checked by
+//! [`veil_identity::AnyClientCert`]); the identity is the key hash of its SPKI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::CasError;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sessions::{Peer, Sessions};
+
+/// Largest accepted request body (the policy document limit).
+pub const MAX_BODY: usize = veil_policy::MAX_DOCUMENT_BYTES;
+/// Time limit for a handler.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit for the TLS handshake and for reading request headers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the accept loop knows about a connection; inserted into every request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client certificate's identity, if one was presented.
+    pub peer: Option<Arc<Peer>>,
+    /// The remote address.
+    pub remote: SocketAddr,
+}
+
+/// Extractor for routes that need a client certificate: answers 401 without one.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<Peer>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer.clone())
+            .map(Caller)
+            .ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sessions.
+    pub sessions: Sessions,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The CAS key hash.
+    pub key_hash: String,
+    /// Owner key hashes (decision 12).
+    pub owners: Arc<Vec<String>>,
+}
+
+/// The client API router (port 8081).
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/session", post(post_session))
+        .route("/v1/sessions", post(post_session).get(list_sessions))
+        .route("/v1/sessions/{*name}", get(get_session))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The enclave (workload) API router (port 18765). The workload API of the attestation issue
+/// adds its routes here.
+pub fn enclave_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Metrics, timeout and a request log line (without bodies) around every handler.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout.into_response(),
+    };
+    let took = start.elapsed();
+    st.metrics
+        .record(method.as_str(), &route, resp.status().as_u16(), took);
+    tracing::debug!(%method, route, status = resp.status().as_u16(), micros = took.as_micros() as u64, "request");
+    resp
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        crate::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let local = req
+        .extensions()
+        .get::<ConnInfo>()
+        .is_some_and(|c| c.remote.ip().is_loopback());
+    if !local {
+        return Err(ApiError::Forbidden(vec![
+            "Access denied".into(),
+            "/metrics is served to loopback clients only".into(),
+        ]));
+    }
+    let text = st.metrics.render(
+        st.sessions.store().session_count(),
+        st.sessions.store().counter(),
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))
+}
+
+/// Parse the query string, refusing any parameter not in `allowed`.
+fn query(uri: &Uri, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let q: axum::extract::Query<Vec<(String, String)>> = axum::extract::Query::try_from_uri(uri)
+        .map_err(|e| {
+            ApiError::BadRequest(
+                "invalid_query",
+                vec!["Invalid query string".into(), e.body_text()],
+            )
+        })?;
+    for (k, _) in &q.0 {
+        if !allowed.contains(&k.as_str()) {
+            let known = if allowed.is_empty() {
+                "this route takes no query parameters".to_string()
+            } else {
+                format!("known parameters: {}", allowed.join(", "))
+            };
+            return Err(ApiError::BadRequest(
+                "unknown_query_parameter",
+                vec![format!("Unknown query parameter `{k}`"), known],
+            ));
+        }
+    }
+    Ok(q.0)
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_name",
+            vec![format!(
+                "Invalid session name `{name}`: empty, `.` and `..` path segments are not allowed"
+            )],
+        ));
+    }
+    veil_policy::check_session_name(name).map_err(|m| ApiError::BadRequest("invalid_name", vec![m]))
+}
+
+async fn read_body(body: Body) -> Result<String, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge(MAX_BODY))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        ApiError::BadRequest(
+            "invalid_utf8",
+            vec![
+                "The request body is not valid UTF-8".into(),
+                format!("invalid byte at offset {}", e.utf8_error().valid_up_to()),
+            ],
+        )
+    })
+}
+
+/// `POST /session` and `POST /v1/sessions`: create, or update when `predecessor` is present.
+async fn post_session(
+    State(st): State<AppState>,
+    Caller(peer): Caller,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    query(&uri, &[])?;
+    let text = read_body(body).await?;
+    let hash = st
+        .sessions
+        .upload(&peer, &text, &crate::secret_values_for_upload)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "hash": hash })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/sessions/{*name}[?hash=H]` → `{"session", "hash"}`.
+async fn get_session(
+    State(st): State<AppState>,
+    Caller(peer): Caller,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let q = query(&uri, &["hash"])?;
+    check_name(&name)?;
+    let hash = q.iter().find(|(k, _)| k == "hash").map(|(_, v)| v.as_str());
+    if let Some(h) = hash
+        && !(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_hash",
+            vec![format!("Invalid `hash` {h:?}: expected 64 hex characters")],
+        ));
+    }
+    let hash = hash.map(|h| h.to_ascii_lowercase());
+    let (session, hash) = st.sessions.read(&peer, &name, hash.as_deref())?;
+    Ok(axum::Json(serde_json::json!({ "session": session, "hash": hash })).into_response())
+}
+
+/// `GET /v1/sessions[?namespace=NS]` → `{"sessions": [names]}` (those whose `list_sessions`
+/// admits the caller).
+async fn list_sessions(
+    State(st): State<AppState>,
+    Caller(peer): Caller,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let q = query(&uri, &["namespace"])?;
+    let ns = q
+        .iter()
+        .find(|(k, _)| k == "namespace")
+        .map(|(_, v)| v.as_str());
+    if let Some(ns) = ns {
+        check_name(ns)?;
+    }
+    let names = st.sessions.list(&peer, ns)?;
+    Ok(axum::Json(serde_json::json!({ "sessions": names })).into_response())
+}
+
+/// Serve `router` with TLS on `listener` until the process ends. Each connection's client
+/// certificate (if any) is attached to its requests as [`ConnInfo`].
+pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, router: Router) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| Peer::from_der(c).ok())
+                .map(Arc::new);
+            let info = ConnInfo { peer, remote };
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.clone());
+                let r = router.clone();
+                async move {
+                    use tower::ServiceExt as _;
+                    r.oneshot(req.map(Body::new)).await
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Settings of a CAS instance (from flags and `cas.toml`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Data directory (DB, identity, DB key, ports.json).
+    pub data_dir: PathBuf,
+    /// Client API address.
+    pub api_listen: SocketAddr,
+    /// Enclave API address.
+    pub enclave_listen: SocketAddr,
+    /// DB key file; `None` = `<data_dir>/cas.db-key`, generated with a warning when missing.
+    pub db_key_file: Option<PathBuf>,
+    /// Owner key hashes.
+    pub owners: Vec<String>,
+    /// Subject alternative names of the CAS certificate (first start only).
+    pub alt_names: Vec<String>,
+}
+
+/// A running CAS.
+pub struct Running {
+    /// Bound client API address.
+    pub api_addr: SocketAddr,
+    /// Bound enclave API address.
+    pub enclave_addr: SocketAddr,
+    /// The CAS key hash.
+    pub key_hash: String,
+    /// The server tasks (they run until aborted or the runtime ends).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Open the store, load or create the CAS identity, bind both ports, write `ports.json` and
+/// start serving.
+pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
+    std::fs::create_dir_all(&opts.data_dir).map_err(|source| CasError::Io {
+        path: opts.data_dir.display().to_string(),
+        source,
+    })?;
+    let identity = crate::load_or_create_cas_identity(&opts.data_dir, &opts.alt_names)?;
+    let key_hash = identity.key_hash();
+    let db_key = crate::db_key(&opts)?;
+    let db_path = opts.data_dir.join("cas.redb");
+    let store = crate::store::Store::open(&db_path, &db_key)?;
+    let state = AppState {
+        sessions: Sessions::new(store),
+        metrics: Arc::default(),
+        key_hash: key_hash.clone(),
+        owners: Arc::new(opts.owners.clone()),
+    };
+    if opts.owners.is_empty() {
+        tracing::warn!("no CAS owner configured: owner-only operations are disabled");
+    }
+    let tls = veil_identity::server_config(
+        &identity,
+        Arc::new(veil_identity::AnyClientCert::new(false)),
+    )?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| CasError::Bind { addr, source })
+    };
+    let api = bind(opts.api_listen).await?;
+    let enclave = bind(opts.enclave_listen).await?;
+    let api_addr = api.local_addr().map_err(|source| CasError::Bind {
+        addr: opts.api_listen,
+        source,
+    })?;
+    let enclave_addr = enclave.local_addr().map_err(|source| CasError::Bind {
+        addr: opts.enclave_listen,
+        source,
+    })?;
+    let ports = serde_json::json!({
+        "api": api_addr.to_string(),
+        "enclave": enclave_addr.to_string(),
+        "key_hash": key_hash,
+    });
+    let ports_path = opts.data_dir.join("ports.json");
+    let tmp = opts.data_dir.join("ports.json.tmp");
+    std::fs::write(&tmp, ports.to_string())
+        .and_then(|_| std::fs::rename(&tmp, &ports_path))
+        .map_err(|source| CasError::Io {
+            path: ports_path.display().to_string(),
+            source,
+        })?;
+    tracing::info!(%api_addr, %enclave_addr, "CAS listening (client API, enclave API)");
+    let tasks = vec![
+        tokio::spawn(serve_tls(api, acceptor.clone(), api_router(state.clone()))),
+        tokio::spawn(serve_tls(enclave, acceptor, enclave_router(state))),
+    ];
+    Ok(Running {
+        api_addr,
+        enclave_addr,
+        key_hash,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("a/../b").is_err());
+        assert!(check_name("a//b").is_err());
+        assert!(check_name("a/b").is_ok());
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_refused() {
+        let uri: Uri = "/v1/sessions/x?hash=1&foo=2".parse().unwrap();
+        assert!(query(&uri, &["hash"]).is_err());
+        let uri: Uri = "/v1/sessions/x?hash=1".parse().unwrap();
+        assert_eq!(query(&uri, &["hash"]).unwrap().len(), 1);
+    }
+}

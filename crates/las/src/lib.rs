@@ -1,1 +1,70 @@
-//! veil-las
+//! The local attestation service (LAS) of the `node` tier: one per node, run by the node's root
+//! in the host pid namespace (design decision 11).
+//!
+//! * Evidence is given **only over a unix `SOCK_SEQPACKET` socket** (default
+//!   `/run/veil/las.sock`). The pid of the asking process comes from the kernel (the
+//!   `SCM_CREDENTIALS` of the request message itself), never from the request. The LAS hashes
+//!   `/proc/<pid>/exe` itself, checking the executable's (dev, inode), the process start time and
+//!   `TracerPid == 0` before and after hashing, and signs [`veil_attest::NodeClaims`]
+//!   {node id, time, pid, launcher hash, target, measurement, report data} with the node key
+//!   (ECDSA P-256). The program hash in the target is the measured launcher's word.
+//! * TCP (default `0.0.0.0:18766`) serves only `GET /healthz` and `GET /v1/node-key`.
+//!
+//! Modules: [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
+//! [`wire`] (socket messages), [`server`] (both listeners), [`client`] (what the launcher uses).
+
+pub mod client;
+pub mod key;
+pub mod procfs;
+pub mod server;
+pub mod wire;
+
+/// Default TCP listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:18766";
+/// Default unix socket path.
+pub const DEFAULT_SOCKET: &str = "/run/veil/las.sock";
+
+/// Errors of the LAS and its client.
+#[derive(Debug, thiserror::Error)]
+pub enum LasError {
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (names the path).
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The node key file is unusable.
+    #[error("{path}: not a PKCS#8 ECDSA P-256 key")]
+    BadKey {
+        /// The key file.
+        path: String,
+    },
+    /// Cryptography failed (key generation or signing).
+    #[error("crypto operation failed: {0}")]
+    Crypto(&'static str),
+    /// The asking process could not be measured.
+    #[error("cannot measure process {pid}: {reason}")]
+    Measure {
+        /// The pid.
+        pid: i32,
+        /// Why.
+        reason: String,
+    },
+    /// A message was malformed.
+    #[error("malformed LAS message: {0}")]
+    Protocol(String),
+    /// The LAS refused the request.
+    #[error("the LAS refused: {0}")]
+    Refused(String),
+}
+
+impl LasError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

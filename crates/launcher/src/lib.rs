@@ -1,1 +1,250 @@
-//! veil-launcher
+//! The launcher behind `veil run` and `envcas`: measure, attest to the CAS, receive the
+//! service's configuration, and run the program with it — host arguments and environment are
+//! dropped except the `@@N` / `\@\@NAME` forms.
+//!
+//! * [`settings`]: `VEIL_*`/`SCONE_*` variables, the CAS key hash (decision 7, 18).
+//! * [`program`]: the measured program (opened once, hashed and executed through one fd).
+//! * [`subst`]: `@@N` and `\@\@NAME` substitution (pure).
+//! * [`cas`]: the TLS client of the workload API (pinned CAS key, ephemeral client key).
+//! * [`exec`]: private mount namespace, injection files, child process, signal forwarding.
+//! * [`envcas`]: the envcas configuration and file copies.
+//!
+//! [`launch`] ties them together. Without a config id the program runs natively with the host's
+//! arguments and environment, like SCONE. There is deliberately no way to hand the launcher a
+//! configuration other than from an attested CAS.
+
+pub mod cas;
+pub mod envcas;
+pub mod error;
+pub mod exec;
+pub mod program;
+pub mod settings;
+pub mod subst;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use veil_attest::{Evidence, SimEvidence, Target, Tier, measurement};
+
+pub use error::LauncherError;
+use error::err;
+use settings::{Mode, Settings};
+
+/// The warning printed on every start in the `sim` tier.
+pub const SIM_WARNING: &str = "[VEIL|WARN] Application runs in simulation mode (sim tier): its memory and secrets are readable by the host!";
+
+/// File naming the program in converted images (used when `veil run` gets no program).
+pub const PROGRAM_FILE: &str = "/etc/veil/program";
+
+/// What to launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `veil run -- PROG [ARGS]`: `program` is `PROG` (or `None` to read [`PROGRAM_FILE`]).
+    Run {
+        /// The program as given on the command line.
+        program: Option<String>,
+    },
+    /// `envcas` / `veil envcas [ARGS]`.
+    Envcas,
+}
+
+/// One launcher invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// What to launch.
+    pub kind: Kind,
+    /// Host arguments after the program (they become `@@1`, `@@2`, …).
+    pub args: Vec<String>,
+    /// The host environment.
+    pub env: BTreeMap<String, String>,
+}
+
+fn program_name(kind: &Kind) -> Result<Option<String>, LauncherError> {
+    match kind {
+        Kind::Envcas => Ok(None),
+        Kind::Run { program: Some(p) } => Ok(Some(p.clone())),
+        Kind::Run { program: None } => match std::fs::read_to_string(PROGRAM_FILE) {
+            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            _ => Err(LauncherError::new(format!(
+                "No program given: use `veil run -- PROGRAM [ARGS]` (or bake {PROGRAM_FILE} into the image)"
+            ))),
+        },
+    }
+}
+
+/// The tier to attest in.
+pub fn choose_tier(mode: Mode, las_socket: &Path) -> Result<Tier, LauncherError> {
+    match mode {
+        Mode::Sim => Ok(Tier::Sim),
+        Mode::Node => {
+            if veil_las::client::reachable(las_socket) {
+                Ok(Tier::Node)
+            } else {
+                Err(LauncherError::new(format!(
+                    "VEIL_MODE=node but no LAS answers at {} (set VEIL_LAS_SOCKET); node never falls back to sim",
+                    las_socket.display()
+                )))
+            }
+        }
+        Mode::Auto => Ok(if veil_las::client::reachable(las_socket) {
+            Tier::Node
+        } else {
+            Tier::Sim
+        }),
+    }
+}
+
+fn set_not_dumpable() -> Result<(), LauncherError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) has no memory-safety implications.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        return Err(err(
+            "Cannot protect the launcher's memory (PR_SET_DUMPABLE)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Run the launcher. Writes the measurement to `out` in hash mode. Returns the exit status.
+pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError> {
+    let settings = Settings::from_env(&inv.env)?;
+    let path_var = inv.env.get("PATH").map(String::as_str);
+    let name = program_name(&inv.kind)?;
+    let program = match &name {
+        Some(n) => Some(program::MeasuredProgram::open(&program::resolve(
+            n, path_var,
+        )?)?),
+        None => None,
+    };
+    let target = match &program {
+        Some(p) => Target::Program { hash: p.hash },
+        None => Target::Envcas,
+    };
+    if settings.hash {
+        let m = program::own_measurement(&target)?;
+        writeln!(out, "{m}").map_err(|e| err("Cannot print the measurement", e))?;
+        return Ok(0);
+    }
+    let Some(config_id) = settings.config_id.clone() else {
+        return match (&name, &program) {
+            (Some(n), Some(p)) => run_native(n, &p.path, &inv.args),
+            _ => Err(LauncherError::new(
+                "envcas needs VEIL_CONFIG_ID or SCONE_CONFIG_ID (session/service[@otp])",
+            )),
+        };
+    };
+    set_not_dumpable()?;
+    let key_file = match std::fs::read_to_string(settings::CAS_KEY_HASH_FILE) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(err(
+                format!("Cannot read {}", settings::CAS_KEY_HASH_FILE),
+                e,
+            ));
+        }
+    };
+    let (key_hash, warning) =
+        settings::resolve_cas_key_hash(key_file.as_deref(), settings.cas_key_hash_env.as_deref())?;
+    if let Some(w) = warning {
+        eprintln!("[VEIL|WARN] {w}");
+    }
+    let tier = choose_tier(settings.mode, &settings.las_socket)?;
+    if tier == Tier::Sim {
+        eprintln!("{SIM_WARNING}");
+    }
+    let cas_target = cas::CasTarget {
+        addr: settings.cas_addr.clone(),
+        key_hash,
+    };
+    let las_socket = settings.las_socket.clone();
+    let config = cas::attest(
+        &cas_target,
+        &config_id,
+        tier,
+        settings.service_access_token.clone(),
+        |rd| match tier {
+            Tier::Node => veil_las::client::request_evidence(&las_socket, rd, target)
+                .map(Evidence::Node)
+                .map_err(|e| {
+                    err(
+                        "Attestation failed",
+                        format!("the LAS refused evidence: {e}"),
+                    )
+                }),
+            _ => {
+                let lh = program::launcher_hash()?;
+                let ev = SimEvidence::new(lh, target, rd);
+                debug_assert_eq!(ev.measurement, measurement(&lh, &target));
+                Ok(Evidence::Sim(ev))
+            }
+        },
+    )?;
+    let host_argv: Vec<String> = std::iter::once(name.clone().unwrap_or_else(|| "envcas".into()))
+        .chain(inv.args.iter().cloned())
+        .collect();
+    let status = run_config(
+        &config,
+        &host_argv,
+        &inv.env,
+        program.as_ref(),
+        Path::new(envcas::ENVCAS_CONFIG),
+    )
+    .map_err(|e| e.context("Could not start the service with its configuration"))?;
+    cas::report_exit(&cas_target, &config.instance_token, status);
+    Ok(status)
+}
+
+/// Apply a configuration that came from the attested CAS: plan, private namespace, files,
+/// then run `program` (or, for envcas, the program named in `envcas_config`).
+pub fn run_config(
+    config: &veil_attest::protocol::ConfigResponse,
+    host_argv: &[String],
+    host_env: &BTreeMap<String, String>,
+    program: Option<&program::MeasuredProgram>,
+    envcas_config: &Path,
+) -> Result<i32, LauncherError> {
+    let plan = exec::plan(config, host_argv, host_env)?;
+    exec::enter_private_mount_namespace()?;
+    let placed = exec::place_files(&plan.files)?;
+    let result = (|| match program {
+        Some(p) => exec::spawn_and_wait(
+            exec::ExecTarget::Fd {
+                file: &p.file,
+                is_script: p.is_script,
+            },
+            &plan.argv,
+            &plan.env,
+            plan.pwd.as_deref(),
+        ),
+        None => {
+            let cfg = envcas::read_config(envcas_config)?;
+            envcas::copy_files(&cfg)?;
+            let argv = envcas::program_argv(&cfg, &plan.argv);
+            let path = PathBuf::from(&cfg.program);
+            exec::spawn_and_wait(
+                exec::ExecTarget::Path(&path),
+                &argv,
+                &plan.env,
+                plan.pwd.as_deref(),
+            )
+        }
+    })();
+    placed.cleanup();
+    result
+}
+
+fn run_native(name: &str, path: &Path, args: &[String]) -> Result<i32, LauncherError> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let status = std::process::Command::new(path)
+        .arg0(name)
+        .args(args)
+        .status()
+        .map_err(|e| err(format!("Cannot run {name}"), e))?;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1))
+}

@@ -1,0 +1,77 @@
+//! The launcher's side of the LAS socket.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sockopt};
+use nix::sys::time::TimeVal;
+use veil_attest::{NodeEvidence, ReportData, Target};
+
+use crate::LasError;
+use crate::wire::{EvidenceRequest, EvidenceResponse, MAX_MESSAGE};
+
+fn io(what: String) -> impl FnOnce(nix::Error) -> LasError {
+    move |e| LasError::io(what, std::io::Error::from(e))
+}
+
+/// Whether a LAS socket accepts connections at `socket_path`.
+pub fn reachable(socket_path: &Path) -> bool {
+    let Ok(fd) = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    UnixAddr::new(socket_path)
+        .and_then(|a| socket::connect(fd.as_raw_fd(), &a))
+        .is_ok()
+}
+
+/// Send `body` as one message (with this process's credentials) and return the answer.
+pub fn raw_request(socket_path: &Path, body: &[u8]) -> Result<Vec<u8>, LasError> {
+    let shown = socket_path.display().to_string();
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io(format!("LAS socket {shown}")))?;
+    socket::setsockopt(&fd, sockopt::PassCred, &true)
+        .map_err(io(format!("SO_PASSCRED on {shown}")))?;
+    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(10, 0))
+        .map_err(io(format!("timeout on {shown}")))?;
+    let addr = UnixAddr::new(socket_path).map_err(io(format!("LAS socket path {shown}")))?;
+    socket::connect(fd.as_raw_fd(), &addr)
+        .map_err(io(format!("connecting to the LAS at {shown}")))?;
+    socket::send(fd.as_raw_fd(), body, MsgFlags::MSG_NOSIGNAL)
+        .map_err(io(format!("sending to the LAS at {shown}")))?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(io(format!("reading from the LAS at {shown}")))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Ask the LAS at `socket_path` for evidence about this process, bound to `report_data`, for
+/// running `target`.
+pub fn request_evidence(
+    socket_path: &Path,
+    report_data: ReportData,
+    target: Target,
+) -> Result<NodeEvidence, LasError> {
+    let body = serde_json::to_vec(&EvidenceRequest {
+        report_data,
+        target,
+    })
+    .map_err(|e| LasError::Protocol(e.to_string()))?;
+    let answer = raw_request(socket_path, &body)?;
+    match serde_json::from_slice::<EvidenceResponse>(&answer)
+        .map_err(|e| LasError::Protocol(format!("answer: {e}")))?
+    {
+        EvidenceResponse::Evidence(ev) => Ok(*ev),
+        EvidenceResponse::Error(msg) => Err(LasError::Refused(msg)),
+    }
+}

@@ -1,0 +1,444 @@
+//! The executor: private mount namespace, injection files, and the program as a child.
+//!
+//! Decision 4: the launcher enters its own mount namespace (`unshare(CLONE_NEWNS)`, plus a user
+//! namespace when not root) with all mounts made private, so nothing it mounts is visible on the
+//! host. Each injection file is written into a memfd (shmem, i.e. tmpfs-backed memory owned by
+//! the launcher), given its mode, and bind-mounted at its path. A missing path gets an empty
+//! placeholder file (and missing parent directories) as mount point, removed again at exit.
+//!
+//! The program runs as a child: everything the child needs (argv, envp, cwd) is prepared before
+//! `fork`, and the child only calls async-signal-safe functions up to `execveat(fd, "", …,
+//! AT_EMPTY_PATH)` on the descriptor that was measured. SIGINT, SIGTERM, SIGHUP and SIGQUIT are
+//! forwarded to the child; the launcher exits with the child's status (128 + n for signal n).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use veil_attest::protocol::{ConfigResponse, InjectionFile};
+
+use crate::error::{LauncherError, err};
+use crate::subst::{expand_args, expand_env};
+
+/// What the program will be started with, after host substitutions.
+#[derive(Clone)]
+pub struct Plan {
+    /// argv (`argv[0]` first).
+    pub argv: Vec<String>,
+    /// The complete environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub pwd: Option<String>,
+    /// Files to place.
+    pub files: Vec<InjectionFile>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("argc", &self.argv.len())
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("pwd", &self.pwd)
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn check_path(p: &str) -> Result<(), LauncherError> {
+    let path = Path::new(p);
+    let bad = |why: &str| LauncherError::new(format!("Injection file path `{p}` {why}"));
+    if !path.is_absolute() {
+        return Err(bad("is not absolute"));
+    }
+    if p.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad("contains `.` or `..`"));
+    }
+    if path.parent().is_none() {
+        return Err(bad("names the root directory"));
+    }
+    Ok(())
+}
+
+/// Turn a CAS configuration into a [`Plan`]: expand `@@N` and `\@\@NAME`, check paths, and
+/// refuse what this launcher cannot honour yet.
+pub fn plan(
+    config: &ConfigResponse,
+    host_argv: &[String],
+    host_env: &BTreeMap<String, String>,
+) -> Result<Plan, LauncherError> {
+    if config.code_region.is_some() {
+        return Err(LauncherError::new(
+            "The service has a code region (fspf_path), which this launcher does not support yet",
+        ));
+    }
+    if let Some(v) = config.volumes.first() {
+        return Err(LauncherError::new(format!(
+            "The service has volume `{}`, and volumes are not supported by this launcher yet",
+            v.name
+        )));
+    }
+    let argv = expand_args(&config.argv, host_argv)?;
+    if argv.is_empty() {
+        return Err(LauncherError::new("The service's command is empty"));
+    }
+    let mut seen = BTreeSet::new();
+    for f in &config.injection_files {
+        check_path(&f.path)?;
+        if !seen.insert(f.path.as_str()) {
+            return Err(LauncherError::new(format!(
+                "Injection file path `{}` appears twice",
+                f.path
+            )));
+        }
+    }
+    Ok(Plan {
+        argv,
+        env: expand_env(&config.env, host_env),
+        pwd: config.pwd.clone(),
+        files: config.injection_files.clone(),
+    })
+}
+
+/// Enter a private mount namespace (and a user namespace mapping our own uid/gid when not
+/// root). Must be called while the process is single-threaded.
+pub fn enter_private_mount_namespace() -> Result<(), LauncherError> {
+    let outer = "Cannot create a private mount namespace";
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    if uid.is_root() {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| err(outer, e))?;
+    } else {
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+            .map_err(|e| err(outer, e))?;
+        let w = |p: &str, s: String| {
+            std::fs::write(p, s).map_err(|e| err(outer, format!("writing {p}: {e}")))
+        };
+        w("/proc/self/setgroups", "deny".into())?;
+        w("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        w("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| err(outer, format!("making / private: {e}")))?;
+    Ok(())
+}
+
+/// Injection files placed in the private namespace; [`PlacedFiles::cleanup`] undoes it.
+#[derive(Debug, Default)]
+pub struct PlacedFiles {
+    mounted: Vec<PathBuf>,
+    created_files: Vec<PathBuf>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl PlacedFiles {
+    /// Unmount the files and remove the placeholders and directories that were created.
+    pub fn cleanup(self) {
+        for m in self.mounted.iter().rev() {
+            if let Err(e) = nix::mount::umount2(m, MntFlags::MNT_DETACH) {
+                tracing::warn!("cannot unmount {}: {e}", m.display());
+            }
+        }
+        for f in self.created_files.iter().rev() {
+            if let Err(e) = std::fs::remove_file(f) {
+                tracing::warn!("cannot remove placeholder {}: {e}", f.display());
+            }
+        }
+        for d in self.created_dirs.iter().rev() {
+            // Only if empty: something else may have been put there meanwhile.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Place `files` at their paths. Call after [`enter_private_mount_namespace`].
+pub fn place_files(files: &[InjectionFile]) -> Result<PlacedFiles, LauncherError> {
+    let mut placed = PlacedFiles::default();
+    for f in files {
+        if let Err(e) = place_one(f, &mut placed) {
+            placed.cleanup();
+            return Err(e.context(format!("Cannot place injection file {}", f.path)));
+        }
+    }
+    Ok(placed)
+}
+
+fn place_one(f: &InjectionFile, placed: &mut PlacedFiles) -> Result<(), LauncherError> {
+    check_path(&f.path)?;
+    let target = PathBuf::from(&f.path);
+    let memfd: OwnedFd =
+        nix::sys::memfd::memfd_create(c"veil-injection", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| err("memfd_create", e))?;
+    let mut mem = File::from(memfd);
+    mem.write_all(&f.content)
+        .map_err(|e| err("writing the content", e))?;
+    mem.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
+        .map_err(|e| err("setting the mode", e))?;
+    // Mount point: create missing directories and an empty placeholder file.
+    if let Some(parent) = target.parent() {
+        let mut missing = Vec::new();
+        let mut cur = Some(parent);
+        while let Some(d) = cur {
+            if d.exists() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            cur = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            std::fs::create_dir(&d)
+                .map_err(|e| err(format!("creating directory {}", d.display()), e))?;
+            placed.created_dirs.push(d);
+        }
+    }
+    match std::fs::symlink_metadata(&target) {
+        Ok(md) if md.is_dir() => {
+            return Err(LauncherError::new(format!("{} is a directory", f.path)));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&target)
+                .map_err(|e| err(format!("creating mount point {}", f.path), e))?;
+            placed.created_files.push(target.clone());
+        }
+    }
+    let src = format!("/proc/self/fd/{}", mem.as_raw_fd());
+    nix::mount::mount(
+        Some(src.as_str()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err(format!("bind-mounting over {}", f.path), e))?;
+    placed.mounted.push(target);
+    Ok(())
+}
+
+/// How the child is executed.
+#[derive(Debug)]
+pub enum ExecTarget<'a> {
+    /// The measured descriptor (`execveat(fd, "", …, AT_EMPTY_PATH)`).
+    Fd {
+        /// The open program file.
+        file: &'a File,
+        /// Whether it is a `#!` script (the descriptor must then stay open across exec).
+        is_script: bool,
+    },
+    /// A path (envcas: the program is named by the configuration, not measured).
+    Path(&'a Path),
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; pid is our child's pid.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, LauncherError> {
+    CString::new(s).map_err(|_| LauncherError::new(format!("{what} contains a NUL byte")))
+}
+
+/// Start the program as a child with `argv`, `env` and `pwd`, forward signals, and return its
+/// exit status (128 + n when killed by signal n).
+pub fn spawn_and_wait(
+    target: ExecTarget<'_>,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    pwd: Option<&str>,
+) -> Result<i32, LauncherError> {
+    // Everything the child touches is prepared here, before fork.
+    let c_argv: Vec<CString> = argv
+        .iter()
+        .map(|a| cstring("An argument", a))
+        .collect::<Result<_, _>>()?;
+    let c_env: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.contains('=') {
+                return Err(LauncherError::new(format!(
+                    "Environment variable name `{k}` is invalid"
+                )));
+            }
+            cstring(&format!("Environment variable {k}"), &format!("{k}={v}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut p_argv: Vec<*const libc::c_char> = c_argv.iter().map(|c| c.as_ptr()).collect();
+    p_argv.push(std::ptr::null());
+    let mut p_env: Vec<*const libc::c_char> = c_env.iter().map(|c| c.as_ptr()).collect();
+    p_env.push(std::ptr::null());
+    let c_pwd = pwd
+        .map(|p| cstring("The working directory", p))
+        .transpose()?;
+    let empty = c"";
+    let (fd, keep_fd, c_path) = match &target {
+        ExecTarget::Fd { file, is_script } => (file.as_raw_fd(), *is_script, None),
+        ExecTarget::Path(p) => (
+            -1,
+            false,
+            Some(cstring("The program path", &p.to_string_lossy())?),
+        ),
+    };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| err("Cannot create a pipe", e))?;
+    let mut block = SigSet::empty();
+    for s in FORWARDED {
+        block.add(s);
+    }
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old))
+        .map_err(|e| err("Cannot block signals", e))?;
+    let old_raw: libc::sigset_t = *old.as_ref();
+    let wr_raw = wr.as_raw_fd();
+
+    // SAFETY: the child only calls async-signal-safe libc functions on data prepared above and
+    // then execs or _exits; it never returns into Rust code of the parent.
+    let fork = unsafe { nix::unistd::fork() };
+    match fork {
+        Ok(ForkResult::Child) => {
+            // SAFETY: async-signal-safe calls only (sigprocmask, chdir, fcntl, execve(at),
+            // write, _exit); all pointers point to memory prepared before fork.
+            unsafe {
+                libc::sigprocmask(libc::SIG_SETMASK, &old_raw, std::ptr::null_mut());
+                let fail = |step: u8| -> ! {
+                    let e = *libc::__errno_location();
+                    let mut msg = [0u8; 5];
+                    msg[0] = step;
+                    msg[1..].copy_from_slice(&e.to_le_bytes());
+                    libc::write(wr_raw, msg.as_ptr().cast(), msg.len());
+                    libc::_exit(127)
+                };
+                if let Some(d) = &c_pwd
+                    && libc::chdir(d.as_ptr()) != 0
+                {
+                    fail(1);
+                }
+                if let Some(p) = &c_path {
+                    libc::execve(p.as_ptr(), p_argv.as_ptr(), p_env.as_ptr());
+                } else {
+                    if keep_fd {
+                        libc::fcntl(fd, libc::F_SETFD, 0);
+                    }
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        fd,
+                        empty.as_ptr(),
+                        p_argv.as_ptr(),
+                        p_env.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                }
+                fail(2)
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(wr);
+            let result = parent_wait(child, rd, argv, pwd);
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            result
+        }
+        Err(e) => {
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            Err(err("Cannot fork", e))
+        }
+    }
+}
+
+fn parent_wait(
+    child: Pid,
+    rd: OwnedFd,
+    argv: &[String],
+    pwd: Option<&str>,
+) -> Result<i32, LauncherError> {
+    let mut report = Vec::new();
+    // SAFETY: `rd` is an owned pipe end; File takes it over.
+    let mut pipe = unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(rd)) };
+    let _ = pipe.read_to_end(&mut report);
+    if report.len() == 5 {
+        let _ = waitpid(child, None);
+        let mut e = [0u8; 4];
+        e.copy_from_slice(&report[1..5]);
+        let errno = nix::errno::Errno::from_raw(i32::from_le_bytes(e));
+        let prog = argv.first().map(String::as_str).unwrap_or_default();
+        return Err(if report[0] == 1 {
+            err(
+                format!(
+                    "Cannot change to the working directory {}",
+                    pwd.unwrap_or_default()
+                ),
+                errno.desc(),
+            )
+        } else {
+            err(format!("Cannot execute the program `{prog}`"), errno.desc())
+        });
+    }
+    CHILD.store(child.as_raw(), Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let mut previous = Vec::new();
+    for s in FORWARDED {
+        // SAFETY: `forward` is async-signal-safe (an atomic load and kill).
+        if let Ok(prev) = unsafe { nix::sys::signal::sigaction(s, &action) } {
+            previous.push((s, prev));
+        }
+    }
+    let mut unblock = SigSet::empty();
+    for s in FORWARDED {
+        unblock.add(s);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
+    let status = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break Err(err("Cannot wait for the program", e)),
+        }
+    };
+    CHILD.store(0, Ordering::SeqCst);
+    for (s, prev) in previous {
+        // SAFETY: restoring the handler that was installed before.
+        let _ = unsafe { nix::sys::signal::sigaction(s, &prev) };
+    }
+    status
+}

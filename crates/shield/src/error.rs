@@ -1,0 +1,217 @@
+//! The shield's error type.
+
+use std::io;
+
+use crate::Tag;
+
+/// Everything that can go wrong with a volume. Messages never contain key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A chunk failed authentication (tampered, swapped, replayed, truncated or extended).
+    #[error("Verification of file chunk {chunk} (bytes {start} to {end}) of file {path} failed")]
+    ChunkVerification {
+        /// Chunk index.
+        chunk: u64,
+        /// First plaintext byte of the chunk.
+        start: u64,
+        /// Last plaintext byte of the chunk.
+        end: u64,
+        /// The file as the program sees it.
+        path: String,
+    },
+    /// All chunks authenticated but the file's Merkle root differs from the metadata.
+    #[error(
+        "Verification of file {path} failed: its integrity root does not match the volume metadata"
+    )]
+    RootMismatch {
+        /// The file as the program sees it.
+        path: String,
+    },
+    /// The file's backing object is gone.
+    #[error("file {path} is missing from volume {volume}")]
+    Missing {
+        /// The file as the program sees it.
+        path: String,
+        /// Volume name.
+        volume: String,
+    },
+    /// No metadata slot has the expected tag.
+    #[error("volume {volume} does not match its recorded tag {tag} (modified or rolled back)")]
+    TagMismatch {
+        /// Volume name.
+        volume: String,
+        /// The tag the caller expected.
+        tag: Tag,
+    },
+    /// The metadata matched the tag but does not open with this key.
+    #[error("volume {volume} cannot be opened with this key (metadata authentication failed)")]
+    WrongKey {
+        /// Volume name.
+        volume: String,
+    },
+    /// The backing store was created for another volume id.
+    #[error(
+        "volume {volume}: backing store {path} belongs to a different volume (CAS, session or volume name differ)"
+    )]
+    ForeignVolume {
+        /// Volume name.
+        volume: String,
+        /// Backing directory.
+        path: String,
+    },
+    /// Another process holds the backing store's lock.
+    #[error("volume {volume} is in use: backing store {path} is locked by another process")]
+    Locked {
+        /// Volume name.
+        volume: String,
+        /// Backing directory.
+        path: String,
+    },
+    /// The backing store holds no volume.
+    #[error("volume {volume}: backing store {path} holds no volume metadata")]
+    NoVolume {
+        /// Volume name.
+        volume: String,
+        /// Backing directory.
+        path: String,
+    },
+    /// `create` on a directory that is not empty (never wiped).
+    #[error(
+        "volume {volume}: backing store {path} is not empty; refusing to create a volume there"
+    )]
+    NotEmpty {
+        /// Volume name.
+        volume: String,
+        /// Backing directory.
+        path: String,
+    },
+    /// Decrypted metadata that does not parse (format bug or incompatible version).
+    #[error("volume {volume}: metadata is malformed: {reason}")]
+    BadMetadata {
+        /// Volume name.
+        volume: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O error on the backing store or a plaintext directory.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key that is not 64 hex characters.
+    #[error("invalid volume key: expected 64 hex characters")]
+    BadKey,
+    /// A tag that is not 32 hex characters.
+    #[error("invalid volume tag {0:?}: expected 32 hex characters")]
+    BadTag(String),
+    /// aws-lc-rs refused an operation.
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(&'static str),
+    /// No such path in the volume.
+    #[error("{path}: no such file or directory in volume {volume}")]
+    NotFound {
+        /// The path as the program sees it.
+        path: String,
+        /// Volume name.
+        volume: String,
+    },
+    /// The target exists.
+    #[error("{path}: already exists")]
+    Exists {
+        /// The path as the program sees it.
+        path: String,
+    },
+    /// A path component is not a directory.
+    #[error("{path}: not a directory")]
+    NotDir {
+        /// The path as the program sees it.
+        path: String,
+    },
+    /// A file operation on a directory.
+    #[error("{path}: is a directory")]
+    IsDir {
+        /// The path as the program sees it.
+        path: String,
+    },
+    /// rmdir (or rename over) a non-empty directory.
+    #[error("{path}: directory not empty")]
+    DirNotEmpty {
+        /// The path as the program sees it.
+        path: String,
+    },
+    /// A name that cannot be stored (empty, `.`, `..`, contains `/` or NUL, not UTF-8, too long).
+    #[error("invalid file name {name:?}")]
+    InvalidName {
+        /// The name (lossy).
+        name: String,
+    },
+    /// A write on a read-only volume.
+    #[error("volume {volume} is open read-only")]
+    ReadOnly {
+        /// Volume name.
+        volume: String,
+    },
+    /// `ack` of a tag that is not the latest commit.
+    #[error("volume {volume}: tag {tag} is not the latest commit and cannot be acknowledged")]
+    UnknownAck {
+        /// Volume name.
+        volume: String,
+        /// The tag passed to `ack`.
+        tag: Tag,
+    },
+    /// A moved directory would end up inside itself.
+    #[error("{path}: cannot move a directory into itself")]
+    Loop {
+        /// The path as the program sees it.
+        path: String,
+    },
+    /// An operation the volume does not support (hard links, device nodes, …).
+    #[error("{what} is not supported on volume {volume}")]
+    Unsupported {
+        /// What was attempted.
+        what: String,
+        /// Volume name.
+        volume: String,
+    },
+    /// The tag sink refused to record a tag.
+    #[error("volume {volume}: the new tag {tag} could not be recorded: {reason}")]
+    Record {
+        /// Volume name.
+        volume: String,
+        /// The committed but unrecorded tag.
+        tag: Tag,
+        /// Why the sink failed.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// An I/O error with context.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The errno a FUSE reply should carry for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound { .. } => libc::ENOENT,
+            Error::Exists { .. } => libc::EEXIST,
+            Error::NotDir { .. } => libc::ENOTDIR,
+            Error::IsDir { .. } => libc::EISDIR,
+            Error::DirNotEmpty { .. } => libc::ENOTEMPTY,
+            Error::InvalidName { .. } => libc::EINVAL,
+            Error::ReadOnly { .. } => libc::EROFS,
+            Error::Loop { .. } => libc::EINVAL,
+            Error::Unsupported { .. } => libc::EPERM,
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => libc::ENOSPC,
+            _ => libc::EIO,
+        }
+    }
+}

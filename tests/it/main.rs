@@ -2,3 +2,4 @@
 //! (and real CAS/LAS processes) the way a user would; servers listen on 127.0.0.1 port 0.
 
 mod support;
+mod shield;

@@ -1002,11 +1002,13 @@ impl Volume {
     }
 
     fn file_mut(&mut self, ino: Ino) -> Result<&mut FileNode, Error> {
-        let path = self.display_path(ino);
-        match &mut self.node_mut(ino)?.kind {
-            NodeKind::File(f) => Ok(f),
-            NodeKind::Dir(_) => Err(Error::IsDir { path }),
-            NodeKind::Link(_) => Err(Error::InvalidName { name: path }),
+        // Check with a shared borrow first so the (costly) path is only built for errors.
+        if let Err(e) = self.file(ino) {
+            return Err(e);
+        }
+        match self.nodes.get_mut(&ino).map(|n| &mut n.kind) {
+            Some(NodeKind::File(f)) => Ok(f),
+            _ => Err(Error::Crypto("inode vanished")),
         }
     }
 
@@ -1066,6 +1068,7 @@ impl Volume {
         first: u64,
         count: usize,
         out: &mut [u8],
+        want_hashes: bool,
     ) -> Result<Vec<[u8; 32]>, Error> {
         let f = self.file(ino)?;
         let mut recs = vec![0u8; count * RECORD];
@@ -1091,7 +1094,9 @@ impl Volume {
                 out.fill(0);
                 return Err(self.chunk_err(ino, idx));
             }
-            hashes.push(crypto::leaf_hash(rec));
+            if want_hashes {
+                hashes.push(crypto::leaf_hash(rec));
+            }
             let aad = crypto::chunk_aad(&idd, &f.id, idx, f.generation);
             if !crypto::open_chunk(&f.key, f.prot, &aad, rec) {
                 out.fill(0);
@@ -1152,7 +1157,7 @@ impl Volume {
             return Ok(());
         }
         let obj = self.open_committed(ino)?;
-        self.read_committed(ino, &obj, idx, 1, &mut out[..])?;
+        self.read_committed(ino, &obj, idx, 1, &mut out[..], false)?;
         Ok(())
     }
 
@@ -1169,7 +1174,7 @@ impl Volume {
         let mut buf = vec![0u8; count * CHUNK];
         if f.dirty.is_none() {
             let obj = self.open_committed(ino)?;
-            self.read_committed(ino, &obj, first, count, &mut buf)?;
+            self.read_committed(ino, &obj, first, count, &mut buf, false)?;
         } else {
             let mut c = Box::new([0u8; CHUNK]);
             for i in 0..count {
@@ -1196,7 +1201,7 @@ impl Volume {
         }
         let obj = self.open_committed(ino)?;
         let mut buf = vec![0u8; n as usize * CHUNK];
-        let hashes = self.read_committed(ino, &obj, 0, n as usize, &mut buf)?;
+        let hashes = self.read_committed(ino, &obj, 0, n as usize, &mut buf, true)?;
         if crypto::merkle_root(&hashes) != f.root {
             return Err(Error::RootMismatch {
                 path: self.display_path(ino),
@@ -1243,7 +1248,6 @@ impl Volume {
         let idd = self.keys.id_digest();
         let count = plain.len().div_ceil(CHUNK);
         let mut nonces = vec![0u8; count * NONCE_LEN];
-        let path = self.display_path(ino);
         let f = self.file(ino)?;
         let Some(d) = f.dirty.as_ref() else {
             return Err(Error::Crypto("sealing a clean file"));
@@ -1276,7 +1280,12 @@ impl Volume {
         let file = self.dirty_handle(ino)?;
         self.store
             .write_at(&file, &recs, first * RECORD as u64)
-            .map_err(|e| Error::io(format!("writing the new object of {path}"), e))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("writing the new object of {}", self.display_path(ino)),
+                    e,
+                )
+            })?;
         let f = self.file_mut(ino)?;
         if let Some(d) = f.dirty.as_mut() {
             let need = first as usize + count;
@@ -1292,24 +1301,34 @@ impl Volume {
 
     /// A handle on the dirty file's new object (reopened after [`Volume::release`]).
     fn dirty_handle(&mut self, ino: Ino) -> Result<File, Error> {
-        let path = self.display_path(ino);
         let f = self.file(ino)?;
         let Some(d) = f.dirty.as_ref() else {
             return Err(Error::Crypto("no new object for a clean file"));
         };
         if let Some(h) = &d.file {
-            return h
-                .try_clone()
-                .map_err(|e| Error::io(format!("opening the new object of {path}"), e));
+            return h.try_clone().map_err(|e| {
+                Error::io(
+                    format!("opening the new object of {}", self.display_path(ino)),
+                    e,
+                )
+            });
         }
         let h = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(self.store.path(&d.object))
-            .map_err(|e| Error::io(format!("opening the new object of {path}"), e))?;
-        let keep = h
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening the new object of {path}"), e))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("opening the new object of {}", self.display_path(ino)),
+                    e,
+                )
+            })?;
+        let keep = h.try_clone().map_err(|e| {
+            Error::io(
+                format!("opening the new object of {}", self.display_path(ino)),
+                e,
+            )
+        })?;
         if let Some(d) = self.file_mut(ino)?.dirty.as_mut() {
             d.file = Some(keep);
         }
@@ -1478,7 +1497,7 @@ impl Volume {
             let count = j - i;
             let mut plain = vec![0u8; count * CHUNK];
             if from_old && let Some(o) = &obj {
-                self.read_committed(ino, o, start, count, &mut plain)?;
+                self.read_committed(ino, o, start, count, &mut plain, false)?;
             }
             self.seal_run(ino, start, &plain)?;
             i = j;
@@ -1746,6 +1765,7 @@ impl Volume {
                             i,
                             c,
                             &mut buf[..c * CHUNK],
+                            true,
                         )?);
                         i += c as u64;
                     }
@@ -1875,7 +1895,7 @@ impl Volume {
         let mut i = 0;
         while i < n {
             let c = (n - i).min(256) as usize;
-            leaves.extend(self.read_committed(ino, &obj, i, c, &mut buf[..c * CHUNK])?);
+            leaves.extend(self.read_committed(ino, &obj, i, c, &mut buf[..c * CHUNK], true)?);
             let start = i * CHUNK as u64;
             let len = ((c * CHUNK) as u64).min(f.size - start) as usize;
             sink(&buf[..len])?;

@@ -14,10 +14,12 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use veil_identity::{Identity, PinnedServerKey};
+
+pub use hyper::Method;
 
 /// Default client API port of a CAS.
 pub const DEFAULT_PORT: u16 = 8081;

@@ -1003,9 +1003,7 @@ impl Volume {
 
     fn file_mut(&mut self, ino: Ino) -> Result<&mut FileNode, Error> {
         // Check with a shared borrow first so the (costly) path is only built for errors.
-        if let Err(e) = self.file(ino) {
-            return Err(e);
-        }
+        self.file(ino)?;
         match self.nodes.get_mut(&ino).map(|n| &mut n.kind) {
             Some(NodeKind::File(f)) => Ok(f),
             _ => Err(Error::Crypto("inode vanished")),

@@ -17,10 +17,16 @@ pub mod generate;
 pub mod model;
 pub mod otp;
 pub mod pkcs12;
+pub mod session;
 
 pub use format::format_secret;
 pub use model::{Context, KeyAlg, Kind, SecretMaterial, SecretValues, StoredSecret};
 pub use otp::{OtpError, OtpState, check_otp, current_otp};
+pub use session::{
+    ImportResolver, NoImports, check_export, expand_text, expand_to_string, export_allows,
+    materialize, needs_renewal, public_value_error_msg, public_value_json, public_values_json,
+    renew_expiring, resolve_session_reference,
+};
 
 /// Errors of the secrets engine. Messages name secrets, never their values.
 #[derive(Debug, thiserror::Error)]
@@ -164,3 +170,6 @@ mod tests {
         assert!(!e.to_string().contains("s3cr3t") && !e.to_string().contains("guess"));
     }
 }
+
+#[cfg(test)]
+mod session_tests;

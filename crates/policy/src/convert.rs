@@ -117,7 +117,7 @@ impl<'a> Cx<'a> {
                 self.err(k.pos, &fpath, format!("duplicate key `{key}`"));
                 continue;
             }
-            self.positions.insert(fpath, k.pos);
+            self.positions.insert(fpath, v.pos);
             fields.push((key, v));
         }
         Some(Fields {
@@ -1144,7 +1144,7 @@ impl<'a> Cx<'a> {
                 self.err(k.pos, &kp, format!("duplicate key `{key}`"));
                 continue;
             }
-            self.positions.insert(kp, k.pos);
+            self.positions.insert(kp, v.pos);
             out.push((key.to_string(), v));
         }
         Some(out)

@@ -1,10 +1,181 @@
-//! PLACEHOLDER until its owner fills it in; must not land as is.
+//! `veil session …`: check policy documents and compute session hashes offline (SCONE's
+//! `scone session check` / `calculate-hash`). [`TemplateArgs`] and [`load_template`] are shared
+//! by every subcommand that reads a session template.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use veil_policy::{Diagnostic, MAX_DOCUMENT_BYTES, PolicyError, Session, Vars};
+
+/// Subcommands of `veil session`.
 #[derive(clap::Subcommand)]
 pub enum SessionCmd {
-    /// not built yet
-    Placeholder,
+    /// Check a session template and print it normalised (YAML, or JSON with --json).
+    Check(CheckArgs),
+    /// Print the session hash (64 hex) of a session template.
+    CalculateHash(HashArgs),
 }
-pub fn run(_c: SessionCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+/// How to read a session template: the file and its template variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TemplateArgs {
+    /// Set template variable VAR (replaces `$VAR` and `${VAR}`); repeatable; wins over --use-env.
+    #[arg(short = 'e', long = "env", value_name = "VAR=VAL", value_parser = parse_var)]
+    pub env: Vec<(String, String)>,
+    /// Also take template variables from the process environment.
+    #[arg(long)]
+    pub use_env: bool,
+    /// Override the session name (after substitution).
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The session template (YAML); `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// Arguments of `veil session check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// Print the normalised session as JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit non-zero when there are warnings (e.g. keys veil does not support yet).
+    #[arg(long)]
+    pub fail_on_warning: bool,
+}
+
+/// Arguments of `veil session calculate-hash`.
+#[derive(clap::Args, Debug)]
+pub struct HashArgs {
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// Key hash (64 hex) of the creator, as printed by `veil self show-key-hash`; without it the
+    /// document's own `creator` (if any) is used.
+    #[arg(long, value_name = "HASH")]
+    pub creator_key_hash: Option<String>,
+    /// Exit non-zero when there are warnings.
+    #[arg(long)]
+    pub fail_on_warning: bool,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected VAR=VALUE, found `{s}`")),
+    }
+}
+
+/// Read at most `MAX_DOCUMENT_BYTES + 1` bytes, so an oversized file is refused, not loaded.
+fn read_limited(path: &PathBuf) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    let limit = (MAX_DOCUMENT_BYTES + 1) as u64;
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(limit)
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?
+            .take(limit)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    if buf.len() > MAX_DOCUMENT_BYTES {
+        return Err(PolicyError::TooLarge {
+            file: path.display().to_string(),
+            size: buf.len(),
+            limit: MAX_DOCUMENT_BYTES,
+        }
+        .into());
+    }
+    String::from_utf8(buf).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// Read, substitute, parse and validate a session template. Returns the session (with
+/// `--name` applied and warnings in `Session::warnings`) and the substituted text (the name
+/// override is not applied to the text; use `Session::to_yaml` for a document with it).
+/// Errors carry a [`PolicyError`] (downcast it to print its diagnostics one per line).
+pub fn load_template(args: &TemplateArgs) -> anyhow::Result<(Session, String)> {
+    let text = read_limited(&args.file)?;
+    let file = args.file.display().to_string();
+    let vars = Vars {
+        explicit: args.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+        use_env: args.use_env,
+    };
+    let substituted = veil_policy::substitute(&file, &text, &vars)?;
+    let session = veil_policy::load(&file, &text, &vars, args.name.as_deref())?;
+    Ok((session, substituted))
+}
+
+/// Run a `veil session` subcommand.
+pub fn run(c: SessionCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        SessionCmd::Check(a) => check(a),
+        SessionCmd::CalculateHash(a) => calculate_hash(a),
+    }
+}
+
+/// Load a template; diagnostics are printed one per line (`FILE:LINE:COL: PATH: message`).
+/// `Ok(None)` = invalid document, already reported.
+fn load_reporting(args: &TemplateArgs) -> anyhow::Result<Option<Session>> {
+    match load_template(args) {
+        Ok((s, _)) => Ok(Some(s)),
+        Err(e) => match e.downcast_ref::<PolicyError>() {
+            Some(pe) => {
+                for d in pe.diagnostics() {
+                    eprintln!("{d}");
+                }
+                Ok(None)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+fn print_warnings(w: &[Diagnostic]) {
+    for d in w {
+        eprintln!("{d}");
+    }
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let Some(s) = load_reporting(&a.template)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_warnings(&s.warnings);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s.to_json())?);
+    } else {
+        print!("{}", s.to_yaml());
+    }
+    Ok(if a.fail_on_warning && !s.warnings.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn calculate_hash(a: HashArgs) -> anyhow::Result<ExitCode> {
+    if let Some(h) = &a.creator_key_hash {
+        anyhow::ensure!(
+            veil_identity::is_key_hash(h),
+            "--creator-key-hash: expected 64 lowercase hex characters, found `{h}`"
+        );
+    }
+    let Some(s) = load_reporting(&a.template)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_warnings(&s.warnings);
+    println!("{}", s.hash(a.creator_key_hash.as_deref()));
+    Ok(if a.fail_on_warning && !s.warnings.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -4,3 +4,5 @@
 mod support;
 mod shield;
 mod policy;
+mod cas;
+mod rest;

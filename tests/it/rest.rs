@@ -1,0 +1,384 @@
+//! SCONE REST compatibility (issue 12): `curl` with certificates made by `openssl`, against a
+//! real CAS process; both surfaces (curl and `veil session`) see the same data; bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cas::{CasProc, Client};
+
+/// A certificate + key made by openssl (not by veil).
+struct OpensslId {
+    cert: PathBuf,
+    key: PathBuf,
+    /// key PEM followed by cert PEM: usable as a veil identity file.
+    combined: PathBuf,
+}
+
+fn openssl_id(dir: &Path, name: &str) -> OpensslId {
+    let cert = dir.join(format!("{name}-cert.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", &format!("/CN={name}")])
+        .output()
+        .expect("openssl must be installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let combined = dir.join(format!("{name}-identity.pem"));
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&key).unwrap(),
+        std::fs::read_to_string(&cert).unwrap()
+    );
+    std::fs::write(&combined, text).unwrap();
+    OpensslId {
+        cert,
+        key,
+        combined,
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// curl against the CAS, pinned to its key with --pinnedpubkey; returns (status, body).
+fn curl(cas: &CasProc, id: Option<&OpensslId>, args: &[&str]) -> (u16, String) {
+    let pin = b64(&unhex(&cas.key_hash));
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "-k",
+        "--pinnedpubkey",
+        &format!("sha256//{pin}"),
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(id) = id {
+        c.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+    }
+    let o = c.args(args).output().expect("curl must be installed");
+    assert!(
+        o.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn url(cas: &CasProc, path: &str) -> String {
+    format!("https://{}{path}", cas.api)
+}
+
+fn msgs(body: &str) -> String {
+    let v = json(body);
+    assert!(v["code"].is_string(), "no code: {body}");
+    v["msg"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no msg: {body}"))
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[test]
+fn scone_surface_with_curl_and_openssl_certs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cas_home = tempfile::tempdir().unwrap();
+    let cas = CasProc::start(cas_home.path(), &dir.path().join("cas"));
+    let alice = openssl_id(dir.path(), "alice");
+    let mallory = openssl_id(dir.path(), "mallory");
+    let s1 = dir.path().join("s1.yaml");
+    std::fs::write(&s1, "name: ci-app\nversion: \"0.3.10\"\n").unwrap();
+
+    // Create with POST /session, any content type.
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", s1.display()),
+            &url(&cas, "/session"),
+        ],
+    );
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let h1 = json(&body)["hash"].as_str().unwrap().to_string();
+    assert_eq!(h1.len(), 64);
+
+    // Read it back.
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions/ci-app")]);
+    assert_eq!(st, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["hash"], h1);
+    assert!(v["session"].as_str().unwrap().contains("name: ci-app"));
+
+    // Update with predecessor (body prefixed, as SCONE's scripts do).
+    let s2 = dir.path().join("s2.yaml");
+    std::fs::write(&s2, format!("predecessor: {h1}\nname: ci-app\nversion: \"0.3.10\"\naccess_policy:\n  read: [CREATOR]\n  update: [CREATOR]\n")).unwrap();
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[
+            "--data-binary",
+            &format!("@{}", s2.display()),
+            &url(&cas, "/session"),
+        ],
+    );
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let h2 = json(&body)["hash"].as_str().unwrap().to_string();
+    assert_ne!(h1, h2);
+
+    // A stale predecessor is refused with 409 and a clear message.
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[
+            "--data-binary",
+            &format!("@{}", s2.display()),
+            &url(&cas, "/session"),
+        ],
+    );
+    assert_eq!(st, 409, "{body}");
+    assert!(msgs(&body).contains("not the current version"), "{body}");
+
+    // The former version by hash.
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[&url(&cas, &format!("/v1/sessions/ci-app?hash={h1}"))],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["hash"], h1);
+
+    // A second certificate can neither read nor update (404, no existence oracle).
+    let (st, body) = curl(&cas, Some(&mallory), &[&url(&cas, "/v1/sessions/ci-app")]);
+    assert_eq!(st, 404, "{body}");
+    assert!(msgs(&body).contains("Session not found"), "{body}");
+    let s3 = dir.path().join("s3.yaml");
+    std::fs::write(
+        &s3,
+        format!("predecessor: {h2}\nname: ci-app\nversion: \"0.3.10\"\n"),
+    )
+    .unwrap();
+    let (st, body) = curl(
+        &cas,
+        Some(&mallory),
+        &[
+            "--data-binary",
+            &format!("@{}", s3.display()),
+            &url(&cas, "/session"),
+        ],
+    );
+    assert_eq!(st, 404, "{body}");
+
+    // No certificate: protected routes answer 401 with a message; public ones work.
+    let (st, body) = curl(&cas, None, &[&url(&cas, "/v1/sessions/ci-app")]);
+    assert_eq!(st, 401, "{body}");
+    assert!(msgs(&body).contains("client certificate"), "{body}");
+    let (st, _) = curl(
+        &cas,
+        None,
+        &[
+            "--data-binary",
+            &format!("@{}", s3.display()),
+            &url(&cas, "/v1/sessions"),
+        ],
+    );
+    assert_eq!(st, 401);
+    let (st, body) = curl(&cas, None, &[&url(&cas, "/healthz")]);
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = curl(&cas, None, &[&format!("https://{}/healthz", cas.enclave)]);
+    assert_eq!(st, 200, "{body}");
+
+    // POST /v1/sessions creates.
+    let s4 = dir.path().join("s4.yaml");
+    std::fs::write(&s4, "name: ci-other\nversion: \"0.3.10\"\n").unwrap();
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[
+            "--data-binary",
+            &format!("@{}", s4.display()),
+            &url(&cas, "/v1/sessions"),
+        ],
+    );
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions")]);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body)["sessions"],
+        serde_json::json!(["ci-app", "ci-other"])
+    );
+
+    // Both surfaces see the same data: curl's session read with `veil session read` under the
+    // same (openssl-made) identity, and a veil-created session read with curl.
+    let client = Client::new();
+    client.attest(&cas);
+    let idf = alice.combined.display().to_string();
+    let yaml = client.ok(&["session", "read", "ci-app", "--identity", &idf]);
+    assert!(yaml.contains("name: ci-app"), "{yaml}");
+    let f = client.file("veil.yaml", "name: from-veil\nversion: \"0.3.10\"\n");
+    let hv = client
+        .ok(&["session", "create", &f, "--identity", &idf])
+        .trim()
+        .to_string();
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions/from-veil")]);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["hash"], hv.as_str());
+    // ...and mallory's certificate, used by veil, still reads nothing.
+    let err = client.fails(&[
+        "session",
+        "read",
+        "ci-app",
+        "--identity",
+        &mallory.combined.display().to_string(),
+    ]);
+    assert!(err.contains("Session not found"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_clear_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let cas_home = tempfile::tempdir().unwrap();
+    let cas = CasProc::start(cas_home.path(), &dir.path().join("cas"));
+    let alice = openssl_id(dir.path(), "alice");
+    let post = |file: &Path| {
+        curl(
+            &cas,
+            Some(&alice),
+            &[
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &url(&cas, "/v1/sessions"),
+            ],
+        )
+    };
+
+    // Oversized body.
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, format!("name: big\nx: \"{}\"\n", "a".repeat(2 << 20))).unwrap();
+    let (st, body) = post(&big);
+    assert_eq!(st, 413, "{body}");
+    assert_eq!(json(&body)["code"], "body_too_large");
+
+    // Not YAML / not a session.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "{{{ this is : not yaml").unwrap();
+    let (st, body) = post(&bad);
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(json(&body)["code"], "invalid_session");
+    assert!(msgs(&body).contains(":1:"), "position expected: {body}");
+
+    // Invalid UTF-8.
+    let bin = dir.path().join("bin.yaml");
+    std::fs::write(&bin, b"name: \xff\xfe\n").unwrap();
+    let (st, body) = post(&bin);
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(json(&body)["code"], "invalid_utf8");
+
+    // Unsupported keys are refused, not ignored.
+    let unsup = dir.path().join("unsup.yaml");
+    std::fs::write(
+        &unsup,
+        "name: u\nversion: \"0.3.10\"\nsecurity:\n  singleton_enclaves: true\n",
+    )
+    .unwrap();
+    let (st, body) = post(&unsup);
+    assert_eq!(st, 400, "{body}");
+    assert!(msgs(&body).contains("is not supported yet"), "{body}");
+
+    // Names with `/..`.
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &["--path-as-is", &url(&cas, "/v1/sessions/a/../b")],
+    );
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(json(&body)["code"], "invalid_name");
+
+    // Unknown query parameters.
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions/x?foo=1")]);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        msgs(&body).contains("Unknown query parameter `foo`"),
+        "{body}"
+    );
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions/x?hash=zz")]);
+    assert_eq!(st, 400, "{body}");
+
+    // Unknown route and method: JSON errors too.
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/nope")]);
+    assert_eq!(st, 404, "{body}");
+    assert_eq!(json(&body)["code"], "no_such_route");
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &["-X", "DELETE", &url(&cas, "/v1/sessions/x")],
+    );
+    assert_eq!(st, 405, "{body}");
+
+    // OpenAPI lists the SCONE-compatible surface; metrics on loopback.
+    let (st, body) = curl(&cas, None, &[&url(&cas, "/openapi.json")]);
+    assert_eq!(st, 200);
+    let doc = json(&body);
+    for p in [
+        "/session",
+        "/v1/sessions",
+        "/v1/sessions/{name}",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][p].is_object(), "OpenAPI lacks {p}");
+    }
+    let (st, body) = curl(&cas, None, &[&url(&cas, "/metrics")]);
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.contains(
+            "veil_cas_requests_total{method=\"POST\",route=\"/v1/sessions\",status=\"413\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("veil_cas_sessions 0"), "{body}");
+}

@@ -8,6 +8,7 @@ pub mod las;
 pub mod otp;
 pub mod run;
 pub mod session;
+pub mod session_remote;
 pub mod volume;
 
 /// Logs go to stderr; `VEIL_LOG` (or `RUST_LOG`) sets the filter, default `info`.

@@ -17,6 +17,16 @@ pub enum SessionCmd {
     Check(CheckArgs),
     /// Print the session hash (64 hex) of a session template.
     CalculateHash(HashArgs),
+    /// Upload a new session to the CAS; prints its hash.
+    Create(super::session_remote::UploadArgs),
+    /// Upload a new version (predecessor = the active version unless given); prints its hash.
+    Update(super::session_remote::UploadArgs),
+    /// Print a session's active version (or --hash H) as YAML.
+    Read(super::session_remote::ReadArgs),
+    /// Exit non-zero when the active version differs from the file; prints the hash.
+    Verify(super::session_remote::UploadArgs),
+    /// List the sessions this identity may list.
+    List(super::session_remote::ListArgs),
 }
 
 /// How to read a session template: the file and its template variables.
@@ -118,6 +128,11 @@ pub fn run(c: SessionCmd) -> anyhow::Result<ExitCode> {
     match c {
         SessionCmd::Check(a) => check(a),
         SessionCmd::CalculateHash(a) => calculate_hash(a),
+        SessionCmd::Create(a) => super::session_remote::create(a),
+        SessionCmd::Update(a) => super::session_remote::update(a),
+        SessionCmd::Read(a) => super::session_remote::read(a),
+        SessionCmd::Verify(a) => super::session_remote::verify(a),
+        SessionCmd::List(a) => super::session_remote::list(a),
     }
 }
 

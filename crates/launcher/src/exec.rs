@@ -2,8 +2,10 @@
 //!
 //! Decision 4: the launcher enters its own mount namespace (`unshare(CLONE_NEWNS)`, plus a user
 //! namespace when not root) with all mounts made private, so nothing it mounts is visible on the
-//! host. Each injection file is written into a memfd (shmem, i.e. tmpfs-backed memory owned by
-//! the launcher), given its mode, and bind-mounted at its path. A missing path gets an empty
+//! host. A tmpfs is mounted (inside that namespace only) on a fresh, empty staging directory;
+//! each injection file is written there with its mode and bind-mounted at its path; then the
+//! staging tmpfs is detached, so only the bind mounts keep it alive and the program sees no
+//! staging directory. A missing path gets an empty
 //! placeholder file (and missing parent directories) as mount point, removed again at exit.
 //!
 //! The program runs as a child: everything the child needs (argv, envp, cwd) is prepared before
@@ -16,7 +18,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -147,6 +149,7 @@ pub fn enter_private_mount_namespace() -> Result<(), LauncherError> {
 /// Injection files placed in the private namespace; [`PlacedFiles::cleanup`] undoes it.
 #[derive(Debug, Default)]
 pub struct PlacedFiles {
+    staging: Option<PathBuf>,
     mounted: Vec<PathBuf>,
     created_files: Vec<PathBuf>,
     created_dirs: Vec<PathBuf>,
@@ -169,32 +172,72 @@ impl PlacedFiles {
             // Only if empty: something else may have been put there meanwhile.
             let _ = std::fs::remove_dir(d);
         }
+        if let Some(s) = &self.staging {
+            let _ = nix::mount::umount2(s, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(s);
+        }
     }
 }
 
 /// Place `files` at their paths. Call after [`enter_private_mount_namespace`].
 pub fn place_files(files: &[InjectionFile]) -> Result<PlacedFiles, LauncherError> {
     let mut placed = PlacedFiles::default();
-    for f in files {
-        if let Err(e) = place_one(f, &mut placed) {
+    if files.is_empty() {
+        return Ok(placed);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let staging =
+        std::env::temp_dir().join(format!("veil-injection-{}-{nanos:08x}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| err(format!("Cannot create {}", staging.display()), e))?;
+    placed.staging = Some(staging.clone());
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &staging,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    ) {
+        placed.cleanup();
+        return Err(err("Cannot mount the tmpfs for injection files", e));
+    }
+    for (i, f) in files.iter().enumerate() {
+        if let Err(e) = place_one(f, &staging.join(i.to_string()), &mut placed) {
             placed.cleanup();
             return Err(e.context(format!("Cannot place injection file {}", f.path)));
         }
     }
+    // Detach the staging tmpfs: the bind mounts keep their files alive.
+    if let Err(e) = nix::mount::umount2(&staging, MntFlags::MNT_DETACH) {
+        placed.cleanup();
+        return Err(err("Cannot detach the injection tmpfs", e));
+    }
     Ok(placed)
 }
 
-fn place_one(f: &InjectionFile, placed: &mut PlacedFiles) -> Result<(), LauncherError> {
+fn place_one(
+    f: &InjectionFile,
+    staged: &Path,
+    placed: &mut PlacedFiles,
+) -> Result<(), LauncherError> {
     check_path(&f.path)?;
     let target = PathBuf::from(&f.path);
-    let memfd: OwnedFd =
-        nix::sys::memfd::memfd_create(c"veil-injection", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| err("memfd_create", e))?;
-    let mut mem = File::from(memfd);
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(staged)
+        .map_err(|e| err("creating the file on the tmpfs", e))?;
     mem.write_all(&f.content)
         .map_err(|e| err("writing the content", e))?;
     mem.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
         .map_err(|e| err("setting the mode", e))?;
+    drop(mem);
     // Mount point: create missing directories and an empty placeholder file.
     if let Some(parent) = target.parent() {
         let mut missing = Vec::new();
@@ -227,9 +270,8 @@ fn place_one(f: &InjectionFile, placed: &mut PlacedFiles) -> Result<(), Launcher
             placed.created_files.push(target.clone());
         }
     }
-    let src = format!("/proc/self/fd/{}", mem.as_raw_fd());
     nix::mount::mount(
-        Some(src.as_str()),
+        Some(staged),
         &target,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -441,4 +483,273 @@ fn parent_wait(
         let _ = unsafe { nix::sys::signal::sigaction(s, &prev) };
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor changes the process's mount namespace, so each case re-executes this test
+    //! binary with `VEIL_TEST_EXECUTOR` set; the `executor_child` "test" then runs the
+    //! executor in that fresh process and exits with the program's status.
+    use super::*;
+    use crate::program::MeasuredProgram;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    use veil_attest::protocol::ConfigResponse;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Spec {
+        config: ConfigResponse,
+        host_argv: Vec<String>,
+        envcas_config: Option<String>,
+    }
+
+    #[test]
+    fn executor_child() {
+        let Ok(spec) = std::env::var("VEIL_TEST_EXECUTOR") else {
+            return;
+        };
+        let spec: Spec = serde_json::from_str(&spec).expect("spec");
+        let host_env: BTreeMap<String, String> = std::env::vars().collect();
+        let sh = MeasuredProgram::open(Path::new("/bin/sh")).expect("open sh");
+        let r = match &spec.envcas_config {
+            Some(p) => {
+                crate::run_config(&spec.config, &spec.host_argv, &host_env, None, Path::new(p))
+            }
+            None => crate::run_config(
+                &spec.config,
+                &spec.host_argv,
+                &host_env,
+                Some(&sh),
+                Path::new("/nonexistent"),
+            ),
+        };
+        match r {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprint!("{}", e.fatal_text());
+                std::process::exit(100)
+            }
+        }
+    }
+
+    fn child(spec: &Spec) -> Command {
+        let mut c = Command::new(std::env::current_exe().expect("exe"));
+        c.args([
+            "--exact",
+            "exec::tests::executor_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            "VEIL_TEST_EXECUTOR",
+            serde_json::to_string(spec).expect("json"),
+        );
+        c
+    }
+
+    fn file(path: &Path, content: &[u8], mode: u32) -> InjectionFile {
+        InjectionFile {
+            path: path.display().to_string(),
+            content: content.to_vec(),
+            mode,
+        }
+    }
+
+    fn config(
+        argv: Vec<String>,
+        env: &[(&str, &str)],
+        pwd: &Path,
+        files: Vec<InjectionFile>,
+    ) -> ConfigResponse {
+        ConfigResponse {
+            argv,
+            env: env
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            pwd: Some(pwd.display().to_string()),
+            injection_files: files,
+            code_region: None,
+            volumes: vec![],
+            instance_token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn runs_program_with_config_and_private_files() {
+        let d = tempfile::tempdir().expect("tmp");
+        let t = d.path();
+        std::fs::write(t.join("existing"), b"host content").expect("w");
+        let new = t.join("new/dir/f");
+        let out = t.join("out.txt");
+        let script = format!(
+            "exec > {out}; cat {e}; echo; cat {n}; echo; stat -c %a {e} {n}; echo \"$A|$HOSTVAR|$OTHER|$1|$0\"; pwd; exit 3",
+            out = out.display(),
+            e = t.join("existing").display(),
+            n = new.display()
+        );
+        let spec = Spec {
+            config: config(
+                vec!["sh".into(), "-c".into(), script, "@@2".into(), "@@1".into()],
+                &[("A", "from-cas"), ("\\@\\@HOSTVAR", "ignored")],
+                t,
+                vec![
+                    file(&t.join("existing"), b"injected one", 0o640),
+                    file(&new, b"injected two", 0o400),
+                ],
+            ),
+            host_argv: vec!["sh".into(), "first".into(), "second".into()],
+            envcas_config: None,
+        };
+        let st = child(&spec)
+            .env("HOSTVAR", "hv")
+            .env("OTHER", "must-not-leak")
+            .status()
+            .expect("run");
+        assert_eq!(st.code(), Some(3));
+        let got = std::fs::read_to_string(&out).expect("out");
+        let want = format!(
+            "injected one\ninjected two\n640\n400\nfrom-cas|hv||first|second\n{}\n",
+            t.display()
+        );
+        assert_eq!(got, want);
+        // Nothing leaked onto the host: original content, placeholders and dirs gone.
+        assert_eq!(
+            std::fs::read(t.join("existing")).expect("r"),
+            b"host content"
+        );
+        assert!(!t.join("new").exists());
+    }
+
+    #[test]
+    fn envcas_copies_and_runs_configured_program() {
+        let d = tempfile::tempdir().expect("tmp");
+        let t = d.path();
+        std::fs::create_dir(t.join("work")).expect("mkdir");
+        let cfg_path = t.join("etc/envcas/config.yaml");
+        let secret_in = t.join("etc/envcas/injected_file1");
+        let out1 = t.join("work/out1");
+        let res = t.join("res");
+        let yaml = format!(
+            "program: /bin/sh\ninjection_files:\n  - from: {}\n    to: {}\n",
+            secret_in.display(),
+            out1.display()
+        );
+        let spec = Spec {
+            config: config(
+                vec![
+                    "envcas".into(),
+                    "-c".into(),
+                    format!(
+                        "cat {} > {r}; echo \"$SECRET_ENV\" >> {r}",
+                        out1.display(),
+                        r = res.display()
+                    ),
+                ],
+                &[("SECRET_ENV", "env-secret")],
+                t,
+                vec![
+                    file(&cfg_path, yaml.as_bytes(), 0o600),
+                    file(&secret_in, b"file-secret\n", 0o600),
+                ],
+            ),
+            host_argv: vec!["envcas".into()],
+            envcas_config: Some(cfg_path.display().to_string()),
+        };
+        let st = child(&spec).status().expect("run");
+        assert_eq!(st.code(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(&res).expect("res"),
+            "file-secret\nenv-secret\n"
+        );
+        assert_eq!(std::fs::read(&out1).expect("out1"), b"file-secret\n");
+        assert!(!t.join("etc").exists());
+
+        // A destination whose directory is missing is an error naming it.
+        let bad_yaml = format!(
+            "program: /bin/sh\ninjection_files:\n  - from: {}\n    to: {}/missing/out\n",
+            secret_in.display(),
+            t.display()
+        );
+        let mut bad = spec;
+        bad.config.injection_files[0].content = bad_yaml.into_bytes();
+        let o = child(&bad).output().expect("run");
+        assert_eq!(o.status.code(), Some(100));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "the directory {}/missing does not exist",
+                t.display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forwards_sigterm_and_returns_child_status() {
+        let d = tempfile::tempdir().expect("tmp");
+        let t = d.path();
+        let ready = t.join("ready");
+        let script = format!(
+            "trap 'exit 9' TERM; touch {}; while :; do sleep 0.05; done",
+            ready.display()
+        );
+        let spec = Spec {
+            config: config(vec!["sh".into(), "-c".into(), script], &[], t, vec![]),
+            host_argv: vec!["sh".into()],
+            envcas_config: None,
+        };
+        let mut c = child(&spec).spawn().expect("spawn");
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "program never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = Pid::from_raw(i32::try_from(c.id()).expect("pid"));
+        nix::sys::signal::kill(pid, Signal::SIGTERM).expect("kill");
+        assert_eq!(c.wait().expect("wait").code(), Some(9));
+    }
+
+    #[test]
+    fn plan_refuses_what_it_cannot_honour() {
+        let t = Path::new("/tmp");
+        let mut c = config(vec!["x".into()], &[], t, vec![]);
+        c.volumes.push(veil_attest::protocol::VolumeGrant {
+            name: "V1".into(),
+            path: "/V1".into(),
+            key: "k".into(),
+            tag: None,
+            update_policy: veil_attest::protocol::UpdatePolicy::RollbackProtected,
+        });
+        assert!(plan(&c, &[], &BTreeMap::new()).is_err());
+        let cases = [
+            ("relative", "is not absolute"),
+            ("/a/../b", "`..`"),
+            ("/", "root directory"),
+        ];
+        for (p, want) in cases {
+            let c = config(
+                vec!["x".into()],
+                &[],
+                t,
+                vec![file(Path::new(p), b"", 0o600)],
+            );
+            let e = plan(&c, &[], &BTreeMap::new()).expect_err(p);
+            assert!(e.to_string().contains(want), "{p}: {e}");
+        }
+        let dup = config(
+            vec!["x".into()],
+            &[],
+            t,
+            vec![
+                file(Path::new("/a"), b"", 0o600),
+                file(Path::new("/a"), b"", 0o600),
+            ],
+        );
+        assert!(plan(&dup, &[], &BTreeMap::new()).is_err());
+        assert!(plan(&config(vec![], &[], t, vec![]), &[], &BTreeMap::new()).is_err());
+    }
 }

@@ -6,3 +6,4 @@ mod shield;
 mod policy;
 mod cas;
 mod rest;
+mod secrets;

@@ -223,6 +223,17 @@ pub struct EcdsaP256Signer {
     rng: SystemRandom,
 }
 
+/// A new P-256 private key (PKCS#8 DER) from the system CSPRNG, for tools and tests (the CAS
+/// signs with its own key).
+pub fn generate_p256_pkcs8() -> Result<Vec<u8>, AuditError> {
+    Ok(
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
+            .map_err(|_| AuditError::Key("key generation failed".into()))?
+            .as_ref()
+            .to_vec(),
+    )
+}
+
 impl EcdsaP256Signer {
     /// Load a P-256 PKCS#8 DER private key.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, AuditError> {

@@ -169,3 +169,140 @@ fn audit_verify_exit_codes() {
     assert_eq!(code, 1);
     assert!(err.contains("--cas-key-hash"), "{err}");
 }
+
+/// The envcas seed's policy: its files, environment and OTP secret expand as the CAS would
+/// serve them (ascii in a file and the environment, binary raw in a file, OTP from ascii).
+#[test]
+fn envcas_policy_secrets_expand() {
+    use veil_secrets::{Context, NoImports};
+    let text = std::fs::read_to_string(crate::support::data("envcas-session.yaml")).unwrap();
+    let mut vars = veil_policy::Vars::default();
+    vars.explicit.insert("SESSION".into(), "envcas-test".into());
+    vars.explicit.insert("MRENCLAVE".into(), "ab".repeat(32));
+    let s = veil_policy::load("envcas-session.yaml", &text, &vars, None).unwrap();
+    let now = std::time::SystemTime::now();
+    let v = veil_secrets::materialize(&s, None, &NoImports, now).unwrap();
+
+    let img = s.images.iter().find(|i| i.name == "envcas_image").unwrap();
+    let file = |path: &str| {
+        let f = img.injection_files.iter().find(|f| f.path == path).unwrap();
+        veil_secrets::expand_text(f.content.as_deref().unwrap(), &v, Context::File).unwrap()
+    };
+    let f1 = file("/etc/envcas/injected_file1");
+    assert_eq!(f1.len(), 33, "32 ascii chars and the newline");
+    assert!(f1[..32].iter().all(|b| (0x21..=0x7e).contains(b)));
+    let f2 = file("/etc/envcas/injected_file2");
+    assert_eq!(f2.len(), 65, "64 raw bytes and the newline");
+
+    let svc = s.service("envcas").unwrap();
+    let env =
+        veil_secrets::expand_to_string(&svc.environment["SECRET_ENV"], &v, Context::Environment)
+            .unwrap();
+    assert_eq!(env.as_bytes(), &f1[..32]);
+    // The raw binary secret cannot go into the environment.
+    let e = veil_secrets::expand_text("$$SCONE::example2_secret$$", &v, Context::Environment)
+        .unwrap_err();
+    assert!(e.to_string().contains("example2_secret"), "{e}");
+
+    // OTP: the with_otp service's secret, checked once per step.
+    assert_eq!(
+        veil_secrets::otp_secret_for_service(&s, "envcas", &v).unwrap(),
+        None
+    );
+    let otp = veil_secrets::otp_secret_for_service(&s, "with_otp", &v)
+        .unwrap()
+        .unwrap();
+    let t = 1_800_000_000;
+    let code = veil_secrets::current_otp(&otp, t).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = run(home.path(), &["otp", &otp, "--at", &t.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), code);
+    let mut st = veil_secrets::OtpState::default();
+    veil_secrets::check_otp(&otp, &code, t, &mut st).unwrap();
+    let e = veil_secrets::check_otp(&otp, &code, t, &mut st).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("A One-time Password was already used")
+    );
+}
+
+/// Sharing from tests/data/secrets/sharing.yaml: a sibling imports by relative name, a
+/// namespace member imports, an outsider is refused, public values carry no private key.
+#[test]
+fn sharing_policy_exports_and_public_values() {
+    use veil_policy::ImportSource;
+    use veil_secrets::{SecretValues, SecretsError, StoredSecret};
+    let text = std::fs::read_to_string(crate::support::data("secrets/sharing.yaml")).unwrap();
+    let exporter = veil_policy::parse("sharing.yaml", &text).unwrap();
+    let now = std::time::SystemTime::now();
+    let ev = veil_secrets::materialize(&exporter, None, &veil_secrets::NoImports, now).unwrap();
+    let hash = "1".repeat(64);
+
+    struct Cas<'a>(&'a veil_policy::Session, &'a str, &'a SecretValues);
+    impl veil_secrets::ImportResolver for Cas<'_> {
+        fn resolve(
+            &self,
+            importer: &str,
+            src: &ImportSource,
+        ) -> Result<StoredSecret, SecretsError> {
+            assert_eq!(src.session, self.0.name, "relative names arrive resolved");
+            veil_secrets::check_export(
+                self.0,
+                self.1,
+                &src.secret,
+                importer,
+                None,
+                src.session_hash.as_deref(),
+            )?;
+            Ok(self.2.get(&src.secret).unwrap().clone())
+        }
+    }
+    let cas = Cas(&exporter, &hash, &ev);
+    let importer = |name: &str, secret: &str, kind: &str| {
+        veil_policy::parse(
+            "imp.yaml",
+            &format!(
+                "name: {name}\nsecrets:\n  - name: got\n    kind: {kind}\n    import:\n      session: ../backend\n      secret: {secret}\n"
+            ),
+        )
+        .unwrap()
+    };
+    let fe = importer("shop/frontend", "tls", "x509");
+    let got = veil_secrets::materialize(&fe, None, &cas, now).unwrap();
+    assert_eq!(got.get("got"), ev.get("tls"));
+    // The imported certificate brings its key.
+    let key = veil_secrets::format_secret(
+        "got",
+        got.get("got").unwrap(),
+        Some("privatekey"),
+        veil_secrets::Context::File,
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8(key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    // Not exported to shop/admin.
+    let e = veil_secrets::materialize(
+        &importer("shop/admin", "db_password", "ascii"),
+        None,
+        &cas,
+        now,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not exported"), "{e}");
+    // Namespace export.
+    let p = veil_policy::parse(
+        "p.yaml",
+        "name: partners/acme\nsecrets:\n  - name: k\n    kind: binary\n    import:\n      session: shop/backend\n      secret: api_key\n",
+    )
+    .unwrap();
+    let got = veil_secrets::materialize(&p, None, &cas, now).unwrap();
+    assert_eq!(got.get("k"), ev.get("api_key"));
+
+    let public = veil_secrets::public_values_json(&exporter, &ev);
+    let names: Vec<&String> = public["values"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["ca", "greeting"]);
+    assert!(!public.to_string().contains("PRIVATE"));
+}

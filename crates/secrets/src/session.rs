@@ -781,3 +781,41 @@ pub fn public_value_error_msg(session: &str, secret: &str) -> Vec<String> {
         "Secret does not exist or is not visible for a public client".to_string(),
     ]
 }
+
+/// The OTP shared secret (base32) of `service`, placeholders expanded: the service's
+/// `one_time_password_shared_secret` if set, else `security.attestation`'s. `None`: the
+/// service needs no OTP. Pass the result to [`crate::check_otp`].
+pub fn otp_secret_for_service(
+    session: &Session,
+    service: &str,
+    values: &SecretValues,
+) -> Result<Option<String>, SecretsError> {
+    let from_service = session
+        .service(service)
+        .and_then(|s| s.one_time_password_shared_secret.clone());
+    let from_security = || {
+        session
+            .security
+            .attestation
+            .as_ref()
+            .and_then(|a| a.one_time_password_shared_secret.clone())
+    };
+    match from_service.or_else(from_security) {
+        None => Ok(None),
+        Some(t) => {
+            expand_to_string(&t, values, Context::Config).map(|s| Some(s.trim().to_string()))
+        }
+    }
+}
+
+/// The session's `security.service_access_token`, placeholders expanded (`None`: not
+/// required). Pass it to [`crate::check_service_access_token`].
+pub fn service_access_token(
+    session: &Session,
+    values: &SecretValues,
+) -> Result<Option<String>, SecretsError> {
+    match &session.security.service_access_token {
+        None => Ok(None),
+        Some(t) => expand_to_string(t, values, Context::Config).map(Some),
+    }
+}

@@ -232,6 +232,52 @@ fn scone_surface_with_curl_and_openssl_certs() {
     let (st, body) = curl(&cas, None, &[&format!("https://{}/healthz", cas.enclave)]);
     assert_eq!(st, 200, "{body}");
 
+    // Public values need no certificate; a non-public secret is refused with SCONE's message.
+    let s5 = dir.path().join("s5.yaml");
+    std::fs::write(&s5, "name: pubvals\nversion: \"0.3.10\"\nsecrets:\n  - name: greeting\n    kind: ascii\n    value: hello42\n    export_public: true\n  - name: hidden\n    kind: ascii\n    size: 12\n").unwrap();
+    let (st, body) = curl(
+        &cas,
+        Some(&alice),
+        &[
+            "--data-binary",
+            &format!("@{}", s5.display()),
+            &url(&cas, "/session"),
+        ],
+    );
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let (st, body) = curl(&cas, None, &[&url(&cas, "/v1/values/session=pubvals")]);
+    assert_eq!(st, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["values"]["greeting"]["value"], "hello42", "{body}");
+    assert!(v["values"].get("hidden").is_none(), "{body}");
+    let (st, body) = curl(
+        &cas,
+        None,
+        &[&url(&cas, "/v1/values/session=pubvals,secret=greeting")],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["value"], "hello42");
+    let (st, body) = curl(
+        &cas,
+        None,
+        &[&url(&cas, "/v1/values/session=pubvals,secret=hidden")],
+    );
+    assert_eq!(st, 404, "{body}");
+    assert!(
+        msgs(&body).contains("Secret does not exist or is not visible for a public client"),
+        "{body}"
+    );
+    // The session read never carries the generated value.
+    let (st, body) = curl(&cas, Some(&alice), &[&url(&cas, "/v1/sessions/pubvals")]);
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        !json(&body)["session"]
+            .as_str()
+            .unwrap()
+            .contains("hidden\n    value"),
+        "{body}"
+    );
+
     // POST /v1/sessions creates.
     let s4 = dir.path().join("s4.yaml");
     std::fs::write(&s4, "name: ci-other\nversion: \"0.3.10\"\n").unwrap();
@@ -249,7 +295,7 @@ fn scone_surface_with_curl_and_openssl_certs() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(
         json(&body)["sessions"],
-        serde_json::json!(["ci-app", "ci-other"])
+        serde_json::json!(["ci-app", "ci-other", "pubvals"])
     );
 
     // Both surfaces see the same data: curl's session read with `veil session read` under the

@@ -100,14 +100,3 @@ pub fn db_key(opts: &ServeOptions) -> Result<[u8; 32], CasError> {
     tracing::warn!(path = %path.display(), "generated a DB key next to the database (mode 0600); production must supply it with --db-key-file from a secret store");
     Ok(store::generate_db_key(&path)?)
 }
-
-/// Integration point for secret values (the secrets issue): produces the serialized
-/// `veil_secrets::SecretValues` of a new session version, given the previous version, so the
-/// store keeps them sealed in the same write transaction as the session. The secrets crate does
-/// not provide `materialize` yet, so no values are produced and the slot stays empty.
-pub fn secret_values_for_upload(
-    _session: &veil_policy::Session,
-    _previous: Option<&sessions::Loaded>,
-) -> Result<Option<Vec<u8>>, error::ApiError> {
-    Ok(None)
-}

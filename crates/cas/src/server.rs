@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -83,6 +83,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/session", post(post_session))
         .route("/v1/sessions", post(post_session).get(list_sessions))
         .route("/v1/sessions/{*name}", get(get_session))
+        .route("/v1/values/{*spec}", get(get_values))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -208,7 +209,16 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     veil_policy::check_session_name(name).map_err(|m| ApiError::BadRequest("invalid_name", vec![m]))
 }
 
-async fn read_body(body: Body) -> Result<String, ApiError> {
+/// Read a UTF-8 body of at most [`MAX_BODY`] bytes. A declared `Content-Length` over the
+/// limit is refused before the body is read (so `Expect: 100-continue` clients never send it).
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::BodyTooLarge(MAX_BODY));
+    }
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::BodyTooLarge(MAX_BODY))?;
@@ -228,14 +238,12 @@ async fn post_session(
     State(st): State<AppState>,
     Caller(peer): Caller,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     query(&uri, &[])?;
-    let text = read_body(body).await?;
-    let hash = st
-        .sessions
-        .upload(&peer, &text, &crate::secret_values_for_upload)
-        .await?;
+    let text = read_body(&headers, body).await?;
+    let hash = st.sessions.upload(&peer, &text).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(serde_json::json!({ "hash": hash })),
@@ -283,6 +291,50 @@ async fn list_sessions(
     }
     let names = st.sessions.list(&peer, ns)?;
     Ok(axum::Json(serde_json::json!({ "sessions": names })).into_response())
+}
+
+#[derive(Debug)]
+struct ValuesSpec {
+    session: String,
+    secret: Option<String>,
+}
+
+fn parse_values_spec(spec: &str) -> Result<ValuesSpec, ApiError> {
+    let bad = |m: String| ApiError::BadRequest("invalid_values_path", vec![m]);
+    let mut session = None;
+    let mut secret = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("session", v)) if session.is_none() => session = Some(v.to_string()),
+            Some(("secret", v)) if secret.is_none() => secret = Some(v.to_string()),
+            _ => {
+                return Err(bad(format!(
+                    "Invalid values path `{spec}`: expected `session=<name>` or `session=<name>,secret=<secret>`"
+                )));
+            }
+        }
+    }
+    let session = session.ok_or_else(|| {
+        bad(format!(
+            "Invalid values path `{spec}`: `session=<name>` is missing"
+        ))
+    })?;
+    Ok(ValuesSpec { session, secret })
+}
+
+/// `GET /v1/values/session=<name>[,secret=<s>]` (no client certificate needed).
+async fn get_values(
+    State(st): State<AppState>,
+    Path(spec): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    query(&uri, &[])?;
+    let spec = parse_values_spec(&spec)?;
+    check_name(&spec.session)?;
+    let value = st
+        .sessions
+        .public_values(&spec.session, spec.secret.as_deref())?;
+    Ok(axum::Json(value).into_response())
 }
 
 /// Serve `router` with TLS on `listener` until the process ends. Each connection's client
@@ -439,6 +491,18 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_spec_and_names() {
+        let s = parse_values_spec("session=a/b,secret=x").unwrap();
+        assert_eq!(s.session, "a/b");
+        assert_eq!(s.secret.as_deref(), Some("x"));
+        assert!(parse_values_spec("secret=x").is_err());
+        assert!(parse_values_spec("session=a,foo=b").is_err());
+        assert!(check_name("a/../b").is_err());
+        assert!(check_name("a//b").is_err());
+        assert!(check_name("a/b").is_ok());
+    }
 
     #[test]
     fn names() {

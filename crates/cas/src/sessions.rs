@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use veil_policy::{AccessEntry, Creator, Op, Rule, Session};
+use veil_secrets::{ImportResolver, SecretValues, SecretsError, StoredSecret};
 
 use crate::error::ApiError;
 use crate::store::{Put, Store, StoreError, Version};
@@ -55,11 +56,6 @@ pub struct Sessions {
     store: Store,
     cache: Arc<Mutex<HashMap<String, Arc<Loaded>>>>,
 }
-
-/// Produces the serialized secret values of a new version from the new session and the
-/// previous version (see [`crate::secret_values_for_upload`]).
-pub type SecretsHook =
-    dyn Fn(&Session, Option<&Loaded>) -> Result<Option<Vec<u8>>, ApiError> + Sync;
 
 const CACHE_LIMIT: usize = 4096;
 
@@ -184,15 +180,10 @@ impl Sessions {
         )
     }
 
-    /// Create or update from an uploaded YAML document; returns the new hash.
-    /// `secrets` produces the sealed-at-rest secret values of the new version from the new
-    /// session and the previous version (if any); it runs before the write transaction is queued.
-    pub async fn upload(
-        &self,
-        caller: &Peer,
-        text: &str,
-        secrets: &SecretsHook,
-    ) -> Result<String, ApiError> {
+    /// Create or update from an uploaded YAML document; returns the new hash. The secret
+    /// values of the new version are materialized (generated, migrated, imported) and stored
+    /// sealed in the same write transaction as the session.
+    pub async fn upload(&self, caller: &Peer, text: &str) -> Result<String, ApiError> {
         let mut session = veil_policy::parse("session", text).map_err(|e| match e {
             veil_policy::PolicyError::Invalid(d) => {
                 let mut m = vec!["Invalid session".to_string()];
@@ -262,7 +253,11 @@ impl Sessions {
                 Some(cur)
             }
         };
-        let sealed_secrets = secrets(&session, previous.as_deref())?;
+        let values = self.materialize(&session, &hash, previous.as_deref())?;
+        let sealed_secrets = serde_json::to_vec(&values).map_err(|e| {
+            tracing::error!(error = %e, "secret values do not serialize");
+            ApiError::Internal
+        })?;
         let version = Version {
             name: name.clone(),
             yaml: session.to_yaml(),
@@ -274,7 +269,7 @@ impl Sessions {
             hash: hash.clone(),
             version,
             expect_current: predecessor.clone(),
-            secrets: sealed_secrets,
+            secrets: Some(sealed_secrets),
         };
         match self.store.put(put).await {
             Ok(_) => {
@@ -343,6 +338,124 @@ impl Sessions {
             }
         }
         Ok(out)
+    }
+}
+
+/// Answers imports of a session being created/updated from the exporters' current versions.
+struct Imports<'a> {
+    sessions: &'a Sessions,
+    importer_hash: &'a str,
+}
+
+impl ImportResolver for Imports<'_> {
+    fn resolve(
+        &self,
+        importer_session: &str,
+        source: &veil_policy::ImportSource,
+    ) -> Result<StoredSecret, SecretsError> {
+        let fail = |reason: &str| SecretsError::Import {
+            secret: source.secret.clone(),
+            source_session: source.session.clone(),
+            source_secret: source.secret.clone(),
+            reason: reason.to_string(),
+        };
+        let exporter = self
+            .sessions
+            .current(&source.session)
+            .map_err(|_| fail("the exporting session cannot be read"))?
+            .ok_or_else(|| fail("no such session"))?;
+        veil_secrets::check_export(
+            &exporter.session,
+            &exporter.hash,
+            &source.secret,
+            importer_session,
+            Some(self.importer_hash),
+            source.session_hash.as_deref(),
+        )?;
+        let values = self
+            .sessions
+            .secret_values(&exporter.hash)
+            .map_err(|_| fail("the exporting session's values cannot be read"))?;
+        values
+            .0
+            .get(&source.secret)
+            .cloned()
+            .ok_or_else(|| fail("the exporting session has no value for it"))
+    }
+}
+
+impl Sessions {
+    /// The secret values stored with version `hash` (empty when it has none).
+    pub fn secret_values(&self, hash: &str) -> Result<SecretValues, ApiError> {
+        match self.store.secrets(hash)? {
+            None => Ok(SecretValues::default()),
+            Some(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                tracing::error!(hash, error = %e, "stored secret values do not deserialize");
+                ApiError::Internal
+            }),
+        }
+    }
+
+    /// Materialize the secret values of a new version (design-notes 18: eagerly, stored in the
+    /// create/update transaction).
+    fn materialize(
+        &self,
+        session: &Session,
+        hash: &str,
+        previous: Option<&Loaded>,
+    ) -> Result<SecretValues, ApiError> {
+        let prev_values = match previous {
+            Some(p) => Some(self.secret_values(&p.hash)?),
+            None => None,
+        };
+        let prev = previous
+            .zip(prev_values.as_ref())
+            .map(|(p, v)| (&p.session, v));
+        let imports = Imports {
+            sessions: self,
+            importer_hash: hash,
+        };
+        veil_secrets::materialize(session, prev, &imports, std::time::SystemTime::now()).map_err(
+            |e| {
+                ApiError::InvalidSession(vec![
+                    format!("Cannot produce the secrets of session '{}'", session.name),
+                    e.to_string(),
+                ])
+            },
+        )
+    }
+
+    /// Public values of session `name` (no client certificate needed): all `export_public`
+    /// secrets, or the one named `secret`, in SCONE's JSON shapes.
+    pub fn public_values(
+        &self,
+        name: &str,
+        secret: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let loaded = self.current(name)?;
+        match secret {
+            Some(s) => {
+                let refused =
+                    || ApiError::SecretNotVisible(veil_secrets::public_value_error_msg(name, s));
+                let Some(l) = loaded else {
+                    return Err(refused());
+                };
+                let values = self.secret_values(&l.hash)?;
+                veil_secrets::public_value_json(&l.session, &values, s).map_err(|_| refused())
+            }
+            None => {
+                let Some(l) = loaded else {
+                    return Err(ApiError::SessionNotFound(vec![
+                        format!(
+                            "Failed to read values of '/session={name}' requested by a public client"
+                        ),
+                        "Session not found".into(),
+                    ]));
+                };
+                let values = self.secret_values(&l.hash)?;
+                Ok(veil_secrets::public_values_json(&l.session, &values))
+            }
+        }
     }
 }
 

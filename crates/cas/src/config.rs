@@ -11,6 +11,8 @@
 //! alt_names = ["cas", "localhost", "127.0.0.1"]
 //! [owner]
 //! key_hashes = ["<64 hex>"]
+//! [attestation]
+//! allow_sim = false                      # accept `sim` evidence (decision 1)
 //! ```
 //! Unknown keys are errors. Command-line flags override the file.
 
@@ -38,6 +40,18 @@ pub struct CasConfig {
     /// `[owner]`.
     #[serde(default)]
     pub owner: Owner,
+    /// `[attestation]`.
+    #[serde(default)]
+    pub attestation: AttestationCfg,
+}
+
+/// `[attestation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationCfg {
+    /// Accept `sim` evidence from policies that tolerate `debug-mode` (default off).
+    #[serde(default)]
+    pub allow_sim: bool,
 }
 
 /// `[database]`.

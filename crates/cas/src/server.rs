@@ -407,6 +407,8 @@ pub struct ServeOptions {
     pub owners: Vec<String>,
     /// Subject alternative names of the CAS certificate (first start only).
     pub alt_names: Vec<String>,
+    /// Accept `sim` evidence (decision 1: `[attestation] allow_sim`, `--allow-sim-tier`).
+    pub allow_sim: bool,
 }
 
 /// A running CAS.

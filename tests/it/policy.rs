@@ -287,7 +287,7 @@ fn invalid_cases() -> Vec<(String, &'static str, &'static str, &'static str)> {
         (format!("name: t\nversion: \"0.3\"\nservices:\n  - name: a\n    mrenclve: [{h}]\n"), "5:5", "services[0].mrenclve", "unknown key `mrenclve`; did you mean `mrenclaves`?"),
         (format!("{s}  - name: a\n    mrenclaves: [{h}]\n"), "6:11", "services[1].name", "duplicate service name `a` (first defined at line 4)"),
         (format!("{s}    image_name: img\n"), "6:17", "services[0].image_name", "image `img` is not defined in `images`"),
-        (format!("{s}    fspf_key: 1234\n"), "6:15", "services[0].fspf_key", "expected 64 hex characters"),
+        (format!("{s}    fspf_key: 1234\n"), "6:15", "services[0].fspf_key", "placeholder (value not shown: it is a key)"),
         (format!("{s}    fspf_tag: {h}\n"), "6:15", "services[0].fspf_tag", "expected 32 hex characters"),
         (format!("{s}    fspf_update_policy: rollback\n"), "6:25", "services[0].fspf_update_policy", "invalid value `rollback`"),
         (format!("{s}    command: \"prog 'open\"\n"), "6:14", "services[0].command", "unbalanced quotes"),

@@ -694,8 +694,9 @@ fn inline(v: &V) -> Option<String> {
     }
 }
 
-/// Write a value that follows `key:` or `- ` (the caller wrote those, without the space).
-fn emit_after(out: &mut String, v: &V, indent: usize, in_seq: bool) {
+/// Write a value that follows `key:` or `-` (the caller wrote those, without the space).
+/// `step` is the indentation width (2 in normalised output).
+fn emit_after(out: &mut String, v: &V, indent: usize, in_seq: bool, step: usize) {
     if let Some(t) = inline(v) {
         out.push(' ');
         out.push_str(&t);
@@ -707,7 +708,7 @@ fn emit_after(out: &mut String, v: &V, indent: usize, in_seq: bool) {
             out.push_str(" |\n");
             for line in x.lines() {
                 if !line.is_empty() {
-                    pad(out, indent + 2);
+                    pad(out, indent + step);
                     out.push_str(line);
                 }
                 out.push('\n');
@@ -715,55 +716,57 @@ fn emit_after(out: &mut String, v: &V, indent: usize, in_seq: bool) {
         }
         V::Map(entries) if in_seq => {
             let mut tmp = String::new();
-            emit_map(&mut tmp, entries, indent + 2);
-            out.push(' ');
-            out.push_str(&tmp[indent + 2..]);
+            emit_map(&mut tmp, entries, indent + step, step);
+            pad(out, step - 1);
+            out.push_str(&tmp[indent + step..]);
         }
         V::Seq(items) if in_seq => {
             let mut tmp = String::new();
-            emit_seq(&mut tmp, items, indent + 2);
-            out.push(' ');
-            out.push_str(&tmp[indent + 2..]);
+            emit_seq(&mut tmp, items, indent + step, step);
+            pad(out, step - 1);
+            out.push_str(&tmp[indent + step..]);
         }
         V::Map(entries) => {
             out.push('\n');
-            emit_map(out, entries, indent + 2);
+            emit_map(out, entries, indent + step, step);
         }
         V::Seq(items) => {
             out.push('\n');
-            emit_seq(out, items, indent + 2);
+            emit_seq(out, items, indent + step, step);
         }
         V::Tagged(t, x) => {
             out.push(' ');
             out.push_str(t);
-            emit_after(out, x, indent, false);
+            emit_after(out, x, indent, false, step);
         }
         _ => {}
     }
 }
 
-fn emit_map(out: &mut String, entries: &[(String, V)], indent: usize) {
+fn emit_map(out: &mut String, entries: &[(String, V)], indent: usize, step: usize) {
     for (k, v) in entries {
         pad(out, indent);
         out.push_str(&scalar_text(k));
         out.push(':');
-        emit_after(out, v, indent, false);
+        emit_after(out, v, indent, false, step);
     }
 }
 
-fn emit_seq(out: &mut String, items: &[V], indent: usize) {
+fn emit_seq(out: &mut String, items: &[V], indent: usize, step: usize) {
     for v in items {
         pad(out, indent);
         out.push('-');
-        emit_after(out, v, indent, true);
+        emit_after(out, v, indent, true, step);
     }
 }
 
-pub(crate) fn to_yaml(v: &V) -> String {
+/// Block-style YAML with `step` spaces of indentation (at least 2).
+pub(crate) fn to_yaml(v: &V, step: usize) -> String {
+    let step = step.max(2);
     let mut out = String::new();
     match v {
-        V::Map(entries) => emit_map(&mut out, entries, 0),
-        other => emit_after(&mut out, other, 0, false),
+        V::Map(entries) => emit_map(&mut out, entries, 0, step),
+        other => emit_after(&mut out, other, 0, false, step),
     }
     out
 }
@@ -772,7 +775,13 @@ impl Session {
     /// Normalised YAML: parses back to an equal `Session` (comments and formatting are not kept;
     /// defaults are left out; a `command` string is written as a list).
     pub fn to_yaml(&self) -> String {
-        to_yaml(&session_value(self, false, None))
+        to_yaml(&session_value(self, false, None), 2)
+    }
+
+    /// Like [`Session::to_yaml`] with `step` spaces of indentation (tests use it to check that
+    /// the hash does not depend on formatting).
+    pub fn to_yaml_indented(&self, step: usize) -> String {
+        to_yaml(&session_value(self, false, None), step)
     }
 
     /// Normalised JSON, same content as [`Session::to_yaml`].

@@ -270,7 +270,12 @@ impl<'a> Cx<'a> {
             self.err(
                 node.pos,
                 path,
-                format!("expected {len} hex characters, found `{}`", clip(&s)),
+                if path.ends_with("fspf_key") {
+                    // A key: never echo it.
+                    format!("expected {len} hex characters or a `$$SCONE::name$$` placeholder (value not shown: it is a key)")
+                } else {
+                    format!("expected {len} hex characters, found `{}`", clip(&s))
+                },
             );
             None
         }

@@ -116,4 +116,6 @@ fn build(
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

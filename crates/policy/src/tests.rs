@@ -52,3 +52,211 @@ fn envcas_example_loads() {
     let back = parse("again.yaml", &y).unwrap();
     assert_eq!(s, back, "{y}");
 }
+
+#[test]
+fn unsupported_kind_error_text() {
+    let e = parse(
+        "s.yaml",
+        "name: t\nversion: \"0.3\"\nsecrets:\n  - name: p\n    kind: pgp-key\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "s.yaml:5:11: secrets[0].kind: kind `pgp-key` is not supported yet"
+    );
+}
+
+#[test]
+fn effective_access_policy_defaults() {
+    let s = parse(
+        "s.yaml",
+        "name: t\nversion: \"0.3\"\naccess_policy: {read: [ANY]}\nsecurity: {attestation: {mode: none}}\n",
+    )
+    .unwrap();
+    let ap = &s.access_policy;
+    assert_eq!(ap.effective(Op::Read), Rule(vec![AccessEntry::Any]));
+    assert_eq!(ap.effective(Op::Update), Rule(vec![AccessEntry::Creator]));
+    assert_eq!(
+        ap.effective(Op::CreateSessions),
+        Rule(vec![AccessEntry::Creator])
+    );
+    assert_eq!(ap.effective(Op::ListSessions), Rule(vec![AccessEntry::Any]));
+}
+
+#[test]
+fn secrets_are_not_in_debug_output() {
+    let s = parse(
+        "s.yaml",
+        "name: t\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}, service_access_token: tok-SECRET1}\nsecrets:\n  - {name: a, kind: ascii, value: SECRET2}\n  - {name: b, kind: binary, value: 5ec2e7}\n",
+    )
+    .unwrap();
+    let d = format!("{s:?}");
+    assert!(
+        !d.contains("SECRET1") && !d.contains("SECRET2") && !d.contains("5ec2e7"),
+        "{d}"
+    );
+}
+
+#[test]
+fn creator_is_hashed_as_key_hash() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["x".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = cert.pem();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let kh = veil_identity::key_hash(&spki);
+    let body = "name: t\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}}\n";
+    let plain = parse("s.yaml", body).unwrap();
+    let with_creator = parse(
+        "s.yaml",
+        &format!("{body}creator: {}\n", serde_json::to_string(&pem).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(with_creator.hash(None), plain.hash(Some(&kh)));
+    assert_ne!(plain.hash(None), plain.hash(Some(&kh)));
+    let canon = String::from_utf8(with_creator.canonical_bytes(None)).unwrap();
+    assert!(!canon.contains("BEGIN"), "PEM must not be hashed: {canon}");
+    // A certificate in the access policy is compared (and hashed) by its public key.
+    let ap = parse(
+        "s.yaml",
+        &format!(
+            "{body}access_policy: {{read: [{}]}}\n",
+            serde_json::to_string(&pem).unwrap()
+        ),
+    )
+    .unwrap();
+    let Some(Rule(entries)) = &ap.access_policy.read else {
+        panic!()
+    };
+    assert!(matches!(&entries[0], AccessEntry::Certificate { spki_der, .. } if *spki_der == spki));
+    assert!(
+        String::from_utf8(ap.canonical_bytes(None))
+            .unwrap()
+            .contains(&kh)
+    );
+    assert_eq!(parse("again", &ap.to_yaml()).unwrap(), ap);
+}
+
+#[test]
+fn every_key_round_trips() {
+    let h = "ab".repeat(32);
+    let doc = format!(
+        r#"name: ns/full
+version: "0.3.12"
+namespace_hash: {h}
+salt: 0123456789abcdef0123456789abcdef
+services:
+  - name: s1
+    command: ["/bin/prog", "a b", "$$SCONE::bin:hex$$", "@@1"]
+    environment: {{A: "1", "\\@\\@HOST": "", B: "x $$SCONE::txt$$ y"}}
+    pwd: /w
+    image_name: img
+    fspf_path: /fspf/fs.fspf
+    fspf_key: $$SCONE::bin$$
+    fspf_tag: 0123456789abcdef0123456789abcdef
+    fspf_update_policy: no_rollback_protection
+    attestation:
+      - mrenclave: [{h}, "$$SCONE::frag$$"]
+      - signer: {{mrsigner: {h}, isvprodid: 7, isvsvn_min: 1, isvsvn_max: 3}}
+    platforms: ["INTEL_QE_ID:0123456789abcdef0123456789abcdef"]
+    one_time_password_shared_secret: JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
+secrets:
+  - {{name: txt, kind: ascii, size: 10, migrate: true}}
+  - {{name: bin, kind: binary, value: 00ff}}
+  - {{name: key, kind: private-key, key_type: Ed25519, migrate: true, export: [{{session: other}}, {{namespace: ns2, session_hash: {h}}}]}}
+  - {{name: pub, kind: public-key, private_key: key, export_public: true}}
+  - {{name: ca, kind: x509-ca, private_key: key, common_name: CA, valid_for: 90 days}}
+  - {{name: crt, kind: x509, private_key: key, issuer: ca, endpoint: server, san: ["dns:a.example", "ip:10.0.0.1", "ip:::1"], dns: [b.example], valid_for: 59d}}
+  - {{name: frag, kind: config-fragment, value: {{a: [1, 2.5, true, null, "1", x]}}}}
+  - {{name: imp, kind: ascii, import: {{session: other, secret: s, session_hash: {h}}}}}
+  - {{name: akv, kind: ascii, import_akv: {{vault: https://v, secret_name: n, token: t}}}}
+images:
+  - name: img
+    injection_files:
+      - /etc/from-fs
+      - {{path: /etc/a, content: "k: $$SCONE::crt:crt$$\n", permission: 0o600}}
+      - {{path: /etc/b, content: ""}}
+    volumes: [{{name: V, path: /v, update_policy: ephemeral}}, {{name: W, path: /w}}]
+    provide_secrets: [txt]
+volumes:
+  - {{name: V, files: authenticated-only, export: [{{session: x}}, {{to: {{session: y, session_hash: {h}}}, update_policy: ephemeral, volume_alias: VV}}]}}
+  - {{name: W, fspf_key: {h}, fspf_tag: 0123456789abcdef0123456789abcdef}}
+  - {{name: I, import: {{session: o, volume: V}}}}
+access_policy:
+  read: [CREATOR, {h}, "$$SCONE::frag$$"]
+  update: [{{require-at-least-2: [CREATOR, {h}, {{require-all: [CREATOR]}}]}}]
+  create_sessions: [NONE]
+  list_sessions: [ANY]
+security:
+  singleton_enclaves: true
+  service_access_token: tok
+  attestation:
+    mode: hardware
+    tolerate: [debug-mode, outdated-tcb]
+    ignore_advisories: [INTEL-SA-00161]
+    one_time_password_shared_secret: $$SCONE::txt$$
+    trusted_scone_qe_pubkeys: [{h}]
+    must_be_sgx_local: true
+secret_config:
+  store_in: !akv {{token: t, vault: v}}
+"#
+    );
+    let s = parse("full.yaml", &doc).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.services[0].attestation.len(), 2);
+    assert_eq!(s.secrets.len(), 9);
+    let unsupported: Vec<&str> = s
+        .warnings
+        .iter()
+        .filter(|w| w.is_unsupported())
+        .map(|w| w.path.as_str())
+        .collect();
+    for p in [
+        "services[0].attestation[1].signer",
+        "services[0].platforms",
+        "secrets[8].import_akv",
+        "access_policy.update[0].require-at-least-2",
+        "security.singleton_enclaves",
+        "security.attestation.trusted_scone_qe_pubkeys",
+        "security.attestation.must_be_sgx_local",
+        "secret_config.store_in",
+    ] {
+        assert!(unsupported.contains(&p), "{p} missing in {unsupported:?}");
+    }
+    let y = s.to_yaml();
+    let back = parse("again.yaml", &y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+    assert_eq!(back, s, "{y}");
+    assert_eq!(back.hash(None), s.hash(None));
+    let cas = parse(
+        "c.yaml",
+        "name: t\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}}\nsecret_config: {store_in: !cas }\n",
+    )
+    .unwrap();
+    assert_eq!(cas.secret_config, Some(SecretConfig::Cas));
+    assert_eq!(parse("again", &cas.to_yaml()).unwrap(), cas);
+}
+
+#[test]
+fn semantic_changes_change_the_hash() {
+    let base = format!(
+        "name: t\nversion: \"0.3\"\nservices:\n  - name: a\n    mrenclaves: [{}]\n    command: a b\n    environment: {{K: v}}\n",
+        "ab".repeat(32)
+    );
+    let h = parse("b", &base).unwrap().hash(None);
+    for (from, to) in [
+        ("name: t", "name: u"),
+        ("version: \"0.3\"", "version: \"0.3.1\""),
+        ("command: a b", "command: a  c"),
+        ("command: a b", "command: b a"),
+        ("K: v", "K: w"),
+        ("K: v", "L: v"),
+        ("abab", "abac"),
+    ] {
+        let changed = base.replacen(from, to, 1);
+        let h2 = parse("c", &changed).unwrap().hash(None);
+        assert_ne!(h, h2, "{from} -> {to}");
+    }
+    let salted = format!("{base}salt: 0123456789abcdef0123456789abcdef\n");
+    assert_ne!(h, parse("s", &salted).unwrap().hash(None));
+}

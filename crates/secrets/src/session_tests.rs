@@ -340,16 +340,52 @@ fn certificate_chain_verifies_with_san_eku_and_validity() {
 }
 
 #[test]
-fn pkcs12_is_reported_as_not_supported() {
+fn pkcs12_holds_certificate_chain_and_key() {
     let v = mat(&session("t", ALL_KINDS));
+    let p12 = bytes(&v, "srv", Some("pkcs12-with-private-key"));
     let e = format_secret(
         "srv",
         v.get("srv").unwrap(),
         Some("pkcs12-with-private-key"),
-        Context::File,
+        Context::Environment,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+    assert!(matches!(e, SecretsError::BinaryNotAllowed { .. }));
+    let ks =
+        p12_keystore::KeyStore::from_pkcs12(&p12, "", p12_keystore::Pkcs12ImportPolicy::Strict)
+            .unwrap();
+    let (_, chain) = ks.private_key_chain().unwrap();
+    assert_eq!(
+        chain.key().as_der(),
+        bytes(&v, "krsa", Some("der")).as_slice()
+    );
+    let certs: Vec<&[u8]> = chain.certs().iter().map(|c| c.as_der()).collect();
+    assert_eq!(certs[0], bytes(&v, "srv", Some("crt:der")).as_slice());
+    assert_eq!(certs.len(), 3);
+    // OpenSSL (installed on CI) reads it with the empty password.
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.p12");
+        std::fs::write(&f, &p12).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["pkcs12", "-in"])
+            .arg(&f)
+            .args(["-passin", "pass:", "-nodes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 3);
+        assert!(text.contains("BEGIN PRIVATE KEY"));
+    }
 }
 
 #[test]

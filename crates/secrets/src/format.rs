@@ -6,8 +6,7 @@ use crate::SecretsError;
 use crate::model::{Context, Kind, SecretMaterial, StoredSecret};
 
 /// The formats each kind accepts (`None`, i.e. no suffix, is always accepted and means the
-/// kind's default). Legacy dotted spellings (`.hex`, `.crt`, `.key`, `.chain`) are accepted
-/// with the dot replaced by a colon.
+/// kind's default). The same lists as `veil_policy::formats_for_kind`.
 pub fn formats(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Ascii | Kind::ConfigFragment => &[],
@@ -25,7 +24,6 @@ pub fn formats(kind: Kind) -> &'static [&'static str] {
             "privatekey:pkcs8:der",
             "chain",
             "pkcs12-with-private-key",
-            "key",
         ],
     }
 }
@@ -126,10 +124,9 @@ pub fn format_secret(
             match f {
                 None | Some("crt") | Some("crt:pem") => Ok(pem_certs([der])),
                 Some("crt:der") => binary(der.clone()),
-                Some("privatekey")
-                | Some("privatekey:pem")
-                | Some("privatekey:pkcs8:pem")
-                | Some("key") => Ok(pem_private_key(key()?)),
+                Some("privatekey") | Some("privatekey:pem") | Some("privatekey:pkcs8:pem") => {
+                    Ok(pem_private_key(key()?))
+                }
                 Some("privatekey:der") | Some("privatekey:pkcs8:der") => binary(key()?.clone()),
                 Some("chain") => Ok(pem_certs(chain)),
                 Some("pkcs12-with-private-key") => {

@@ -23,9 +23,10 @@ pub use format::format_secret;
 pub use model::{Context, KeyAlg, Kind, SecretMaterial, SecretValues, StoredSecret};
 pub use otp::{OtpError, OtpState, check_otp, current_otp};
 pub use session::{
-    ImportResolver, NoImports, check_export, expand_text, expand_to_string, export_allows,
-    materialize, needs_renewal, otp_secret_for_service, public_value_error_msg, public_value_json,
-    public_values_json, renew_expiring, resolve_session_reference, service_access_token,
+    ImportResolver, NoImports, binary_key, check_export, expand_text, expand_to_string,
+    export_allows, materialize, needs_renewal, otp_secret_for_service, public_value_error_msg,
+    public_value_json, public_values_json, renew_expiring, resolve_session_reference,
+    service_access_token,
 };
 
 /// Errors of the secrets engine. Messages name secrets, never their values.

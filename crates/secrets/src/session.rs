@@ -819,3 +819,29 @@ pub fn service_access_token(
         Some(t) => expand_to_string(t, values, Context::Config).map(Some),
     }
 }
+
+/// The bytes of a binary key field such as `fspf_key`: either 64 hex characters, or exactly
+/// one placeholder of a `binary` secret (`$$SCONE::k$$`, `:bin` or `:hex`). Such keys are
+/// bytes, so they do not go through [`expand_text`]'s text-only configuration context.
+pub fn binary_key(field: &str, text: &str, values: &SecretValues) -> Result<Vec<u8>, SecretsError> {
+    let bad = |reason: String| SecretsError::InvalidValue {
+        secret: field.to_string(),
+        reason,
+    };
+    match veil_policy::whole_placeholder(text) {
+        Some(ph) => {
+            let v = values
+                .get(&ph.secret)
+                .ok_or_else(|| SecretsError::UnknownSecret(ph.secret.clone()))?;
+            match (&v.value, ph.format.as_deref()) {
+                (SecretMaterial::Bytes(b), None | Some("bin")) => Ok(b.clone()),
+                (SecretMaterial::Bytes(b), Some("hex")) => Ok(b.clone()),
+                _ => Err(bad(format!(
+                    "`{ph}` must name a binary secret (optionally `:bin` or `:hex`)"
+                ))),
+            }
+        }
+        None => hex::decode(text.trim())
+            .map_err(|_| bad("expected hex or a single `$$SCONE::<binary secret>$$`".into())),
+    }
+}

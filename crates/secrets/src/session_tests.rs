@@ -764,3 +764,26 @@ fn debug_output_never_shows_values() {
     let back: SecretValues = serde_json::from_slice(&json).unwrap();
     assert_eq!(back, v);
 }
+
+#[test]
+fn binary_keys_from_hex_or_placeholder() {
+    let s = session(
+        "k",
+        "  - name: fk\n    kind: binary\n    size: 32\n  - name: a\n    kind: ascii\n",
+    );
+    let v = mat(&s);
+    let raw = bytes(&v, "fk", None);
+    assert_eq!(binary_key("fspf_key", "$$SCONE::fk$$", &v).unwrap(), raw);
+    assert_eq!(
+        binary_key("fspf_key", "$$SCONE::fk:hex$$", &v).unwrap(),
+        raw
+    );
+    assert_eq!(
+        binary_key("fspf_key", &"0f".repeat(32), &v).unwrap(),
+        vec![0x0f; 32]
+    );
+    let e = binary_key("fspf_key", "$$SCONE::a$$", &v).unwrap_err();
+    assert!(e.to_string().contains("fspf_key"), "{e}");
+    assert!(binary_key("fspf_key", "xyz", &v).is_err());
+    assert!(binary_key("fspf_key", "$$SCONE::nope$$", &v).is_err());
+}

@@ -342,6 +342,56 @@ pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
     level[0]
 }
 
+/// Below this many records, work stays on the calling thread.
+const PAR_MIN: usize = 32;
+
+/// Apply `f(index, record)` to every `RECORD`-sized record of `recs`, using a second thread for
+/// the upper half when there are many (sealing/opening is CPU-bound: AES-GCM plus SHA-256).
+pub fn for_each_record<T: Send>(
+    recs: &mut [u8],
+    f: &(dyn Fn(usize, &mut [u8]) -> T + Sync),
+) -> Vec<T> {
+    let n = recs.len() / RECORD;
+    if n < PAR_MIN {
+        return recs
+            .chunks_mut(RECORD)
+            .enumerate()
+            .map(|(i, r)| f(i, r))
+            .collect();
+    }
+    let half = n / 2;
+    let (a, b) = recs.split_at_mut(half * RECORD);
+    let upper = std::sync::Mutex::new(Some(b));
+    let run_upper = || -> Vec<T> {
+        let taken = upper.lock().map(|mut g| g.take()).unwrap_or(None);
+        match taken {
+            Some(b) => b
+                .chunks_mut(RECORD)
+                .enumerate()
+                .map(|(i, r)| f(half + i, r))
+                .collect(),
+            None => Vec::new(),
+        }
+    };
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new().spawn_scoped(s, run_upper);
+        let mut out: Vec<T> = a
+            .chunks_mut(RECORD)
+            .enumerate()
+            .map(|(i, r)| f(i, r))
+            .collect();
+        match helper {
+            Ok(h) => match h.join() {
+                Ok(v) => out.extend(v),
+                Err(p) => std::panic::resume_unwind(p),
+            },
+            // No thread available: do the upper half here.
+            Err(_) => out.extend(run_upper()),
+        }
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +433,22 @@ mod tests {
         let b = [[2u8; 32], [1u8; 32], [3u8; 32]];
         assert_ne!(merkle_root(&a), merkle_root(&b));
         assert_ne!(merkle_root(&a[..2]), merkle_root(&a));
+    }
+
+    #[test]
+    fn for_each_record_keeps_order_serial_and_parallel() {
+        for n in [3usize, 100] {
+            let mut recs = vec![0u8; n * RECORD];
+            let out = for_each_record(&mut recs, &|i, r: &mut [u8]| {
+                r[0] = i as u8;
+                i
+            });
+            assert_eq!(out, (0..n).collect::<Vec<_>>());
+            assert!(
+                recs.chunks(RECORD)
+                    .enumerate()
+                    .all(|(i, r)| r[0] == i as u8)
+            );
+        }
     }
 }

@@ -1084,23 +1084,42 @@ impl Volume {
                 }
             }
         }
-        let mut hashes = Vec::with_capacity(count);
         let idd = self.keys.id_digest();
-        for (i, rec) in recs.chunks_mut(RECORD).enumerate() {
+        let (key, prot, id, generation) = (&f.key, f.prot, f.id, f.generation);
+        // Per record: Ok(leaf hash or None) or Err(failed chunk index).
+        let open = |i: usize, rec: &mut [u8]| -> Result<Option<[u8; 32]>, u64> {
             let idx = first + i as u64;
             if (i + 1) * RECORD > got {
-                out.fill(0);
-                return Err(self.chunk_err(ino, idx));
+                return Err(idx);
             }
-            if want_hashes {
-                hashes.push(crypto::leaf_hash(rec));
+            let h = if want_hashes {
+                Some(crypto::leaf_hash(rec))
+            } else {
+                None
+            };
+            let aad = crypto::chunk_aad(&idd, &id, idx, generation);
+            if crypto::open_chunk(key, prot, &aad, rec) {
+                Ok(h)
+            } else {
+                Err(idx)
             }
-            let aad = crypto::chunk_aad(&idd, &f.id, idx, f.generation);
-            if !crypto::open_chunk(&f.key, f.prot, &aad, rec) {
-                out.fill(0);
-                return Err(self.chunk_err(ino, idx));
+        };
+        let results = crypto::for_each_record(&mut recs, &open);
+        let mut hashes = Vec::with_capacity(if want_hashes { count } else { 0 });
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(h) => {
+                    hashes.extend(h);
+                    let rec = &recs[i * RECORD..(i + 1) * RECORD];
+                    out[i * CHUNK..(i + 1) * CHUNK]
+                        .copy_from_slice(&rec[NONCE_LEN..NONCE_LEN + CHUNK]);
+                }
+                Err(idx) => {
+                    out.fill(0);
+                    recs.fill(0);
+                    return Err(self.chunk_err(ino, idx));
+                }
             }
-            out[i * CHUNK..(i + 1) * CHUNK].copy_from_slice(&rec[NONCE_LEN..NONCE_LEN + CHUNK]);
         }
         Ok(hashes)
     }
@@ -1264,17 +1283,19 @@ impl Volume {
             aws_lc_rs::rand::fill(&mut nonces).map_err(|_| Error::Crypto("random nonce"))?;
         }
         let mut recs = vec![0u8; count * RECORD];
-        let mut hashes = Vec::with_capacity(count);
-        for i in 0..count {
+        let (key, prot, id, generation) = (&f.key, f.prot, f.id, d.generation);
+        let seal = |i: usize, rec: &mut [u8]| -> Result<[u8; 32], Error> {
             let idx = first + i as u64;
             let p = &plain[i * CHUNK..((i + 1) * CHUNK).min(plain.len())];
-            let aad = crypto::chunk_aad(&idd, &f.id, idx, d.generation);
+            let aad = crypto::chunk_aad(&idd, &id, idx, generation);
             let mut n = [0u8; NONCE_LEN];
             n.copy_from_slice(&nonces[i * NONCE_LEN..(i + 1) * NONCE_LEN]);
-            let rec = &mut recs[i * RECORD..(i + 1) * RECORD];
-            crypto::seal_chunk(&f.key, f.prot, &aad, n, p, rec)?;
-            hashes.push(crypto::leaf_hash(rec));
-        }
+            crypto::seal_chunk(key, prot, &aad, n, p, rec)?;
+            Ok(crypto::leaf_hash(rec))
+        };
+        let hashes = crypto::for_each_record(&mut recs, &seal)
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
         let file = self.dirty_handle(ino)?;
         self.store
             .write_at(&file, &recs, first * RECORD as u64)

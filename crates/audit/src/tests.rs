@@ -212,3 +212,32 @@ fn debug_of_signer_shows_no_key() {
     assert!(dbg.contains(&hash_of(&k)));
     assert!(!dbg.contains(&hex::encode(&k[k.len() - 16..])));
 }
+
+mod mutation {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn fixture() -> &'static (Vec<u8>, String) {
+        static F: OnceLock<(Vec<u8>, String)> = OnceLock::new();
+        F.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let (d, h, _) = sample(dir.path());
+            (d, h)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Any single changed byte anywhere in the log is detected.
+        #[test]
+        fn any_byte_change_is_detected(pos in any::<proptest::sample::Index>(), x in 1u8..=255) {
+            let (d, h) = fixture();
+            let mut m = d.clone();
+            let i = pos.index(m.len());
+            m[i] ^= x;
+            let r = verify(&m, h, None);
+            prop_assert!(r.is_err(), "flip at {} by {:#x} verified", i, x);
+        }
+    }
+}

@@ -7,3 +7,4 @@ mod policy;
 mod cas;
 mod rest;
 mod secrets;
+mod run;

@@ -14,7 +14,11 @@ use veil_launcher::{Invocation, Kind, LauncherError};
 pub struct RunArgs {
     /// The program and its host arguments (`veil run -- PROG [ARGS]`); the program's hash is
     /// part of the measurement. Without it, `/etc/veil/program` is used.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROG [ARGS]")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROG [ARGS]"
+    )]
     command: Vec<String>,
 }
 
@@ -49,7 +53,9 @@ fn host_env() -> BTreeMap<String, String> {
 
 fn finish(r: Result<i32, LauncherError>) -> anyhow::Result<ExitCode> {
     match r {
-        Ok(code) => Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))),
+        Ok(code) => Ok(ExitCode::from(
+            u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+        )),
         Err(e) => {
             eprint!("{}", e.fatal_text());
             Ok(ExitCode::from(1))

@@ -1,0 +1,497 @@
+//! `veil run`, `veil envcas`, `veil measure` and `veil las serve`, as real processes. What can
+//! be tested without a CAS: native runs, measurements, environment rules, fatal errors, and the
+//! LAS end to end (evidence over its unix socket, verified by the pure appraisal).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use veil_attest::{
+    Collateral, Digest32, Evidence, Expected, FactorSet, Nonce, ReferenceValues, RegisteredNodeKey,
+    ReportData, Target, TrustAnchors, UnixTime, appraise, measurement,
+};
+
+use crate::support::veil_bin;
+
+/// A `veil` command with none of the launcher's variables inherited.
+fn veil() -> Command {
+    let mut c = Command::new(veil_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VEIL_LOG", "warn");
+    c
+}
+
+fn stdout_of(c: &mut Command) -> String {
+    let o = c.output().expect("run veil");
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        c,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn native_run_uses_host_args_env_and_exit_status() {
+    let o = veil()
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$0|$1|$FOO\"; exit 7",
+            "a",
+            "b",
+        ])
+        .env("FOO", "bar")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "a|b|bar\n");
+}
+
+#[test]
+fn hash_mode_prints_the_offline_measurement() {
+    let veil_path = veil_bin();
+    let offline = stdout_of(veil().args([
+        "measure",
+        "--launcher",
+        veil_path.to_str().expect("path"),
+        "--program",
+        "/bin/sh",
+    ]));
+    assert_eq!(offline.len(), 64);
+    for var in ["VEIL_HASH", "SCONE_HASH"] {
+        let online = stdout_of(veil().env(var, "1").args(["run", "--", "/bin/sh"]));
+        assert_eq!(online, offline, "{var}");
+    }
+    // Resolved through PATH to the same file.
+    let via_path = stdout_of(
+        veil()
+            .env("VEIL_HASH", "1")
+            .env("PATH", "/bin")
+            .args(["run", "--", "sh"]),
+    );
+    assert_eq!(via_path, offline);
+    // The construction is the documented one.
+    let lh = veil_attest::measure::hash_file(&veil_path).expect("hash veil");
+    let ph = veil_attest::measure::hash_file(Path::new("/bin/sh")).expect("hash sh");
+    assert_eq!(
+        offline,
+        measurement(&lh, &Target::Program { hash: ph }).to_hex()
+    );
+
+    let envcas_offline = stdout_of(veil().args([
+        "measure",
+        "--launcher",
+        veil_path.to_str().expect("path"),
+        "--envcas",
+    ]));
+    let envcas_online = stdout_of(veil().env("SCONE_HASH", "1").arg("envcas"));
+    assert_eq!(envcas_online, envcas_offline);
+    assert_eq!(envcas_offline, measurement(&lh, &Target::Envcas).to_hex());
+    assert_ne!(envcas_offline, offline);
+    // measure needs exactly one of --program / --envcas.
+    assert!(
+        !veil()
+            .args(["measure", "--launcher", "/bin/sh"])
+            .output()
+            .expect("run")
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn modified_launcher_copy_has_another_measurement() {
+    let d = tempfile::tempdir().expect("tmp");
+    let copy = d.path().join("veil");
+    std::fs::copy(veil_bin(), &copy).expect("copy");
+    let run_copy = |p: &Path| {
+        stdout_of(
+            Command::new(p)
+                .env("VEIL_HASH", "1")
+                .env("VEIL_LOG", "warn")
+                .args(["run", "--", "/bin/sh"]),
+        )
+    };
+    let original = stdout_of(veil().env("VEIL_HASH", "1").args(["run", "--", "/bin/sh"]));
+    assert_eq!(
+        run_copy(&copy),
+        original,
+        "an identical copy measures the same"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&copy)
+        .expect("open");
+    f.write_all(b"tampered").expect("append");
+    drop(f);
+    let tampered = run_copy(&copy);
+    assert_ne!(tampered, original);
+    let offline = stdout_of(veil().args([
+        "measure",
+        "--launcher",
+        copy.to_str().expect("path"),
+        "--program",
+        "/bin/sh",
+    ]));
+    assert_eq!(tampered, offline);
+    // A changed program changes it too.
+    let prog = d.path().join("prog.sh");
+    std::fs::write(&prog, "#!/bin/sh\necho one\n").expect("w");
+    let m1 = stdout_of(
+        veil()
+            .env("VEIL_HASH", "1")
+            .args(["run", "--", prog.to_str().expect("p")]),
+    );
+    std::fs::write(&prog, "#!/bin/sh\necho two\n").expect("w");
+    let m2 = stdout_of(
+        veil()
+            .env("VEIL_HASH", "1")
+            .args(["run", "--", prog.to_str().expect("p")]),
+    );
+    assert_ne!(m1, m2);
+}
+
+fn fatal(c: &mut Command) -> String {
+    let o = c.output().expect("run");
+    assert!(!o.status.success(), "{c:?} should fail");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("[VEIL|FATAL] Could not initialize: "), "{err}");
+    err
+}
+
+#[test]
+fn launcher_fatal_errors() {
+    let hash = "a".repeat(64);
+    // VEIL_* and SCONE_* disagreeing (decision 18).
+    let e = fatal(
+        veil()
+            .env("VEIL_CONFIG_ID", "s/a")
+            .env("SCONE_CONFIG_ID", "s/b")
+            .args(["run", "--", "/bin/true"]),
+    );
+    assert!(
+        e.contains("VEIL_CONFIG_ID and SCONE_CONFIG_ID are both set, to different values"),
+        "{e}"
+    );
+    let e = fatal(
+        veil()
+            .env("VEIL_MODE", "fast")
+            .args(["run", "--", "/bin/true"]),
+    );
+    assert!(e.contains("`fast` is not one of sim, node, auto"), "{e}");
+    // No CAS key hash: never trust on first use (decision 7). (This machine bakes none.)
+    if !Path::new("/etc/veil/cas-key-hash").exists() {
+        let e = fatal(
+            veil()
+                .env("SCONE_CONFIG_ID", "s/a")
+                .args(["run", "--", "/bin/true"]),
+        );
+        assert!(e.contains("No CAS key hash"), "{e}");
+    }
+    // node never falls back to sim.
+    let e = fatal(
+        veil()
+            .env("VEIL_CONFIG_ID", "s/a")
+            .env("VEIL_CAS_KEY_HASH", &hash)
+            .env("VEIL_MODE", "node")
+            .env("VEIL_LAS_SOCKET", "/nonexistent/las.sock")
+            .args(["run", "--", "/bin/true"]),
+    );
+    assert!(e.contains("no LAS answers at /nonexistent/las.sock"), "{e}");
+    assert!(!e.contains("simulation mode"), "{e}");
+    // sim: the warning, then the channel error for an unreachable CAS.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let e = fatal(
+        veil()
+            .env("VEIL_CONFIG_ID", "s/a@123456")
+            .env("VEIL_CAS_KEY_HASH", &hash)
+            .env("SCONE_MODE", "sim")
+            .env("SCONE_CAS_ADDR", addr.to_string())
+            .env("VEIL_SERVICE_ACCESS_TOKEN", "tok-secret")
+            .args(["run", "--", "/bin/true"]),
+    );
+    assert!(e.contains("Application runs in simulation mode (sim tier): its memory and secrets are readable by the host!"), "{e}");
+    assert!(
+        e.contains("Failed to establish an encrypted channel to CAS"),
+        "{e}"
+    );
+    assert!(!e.contains("123456") && !e.contains("tok-secret"), "{e}");
+    // envcas without a config id has nothing to run.
+    let e = fatal(veil().arg("envcas"));
+    assert!(e.contains("envcas needs VEIL_CONFIG_ID"), "{e}");
+}
+
+/// A `veil las serve` process; killed on drop.
+struct LasProc {
+    child: Child,
+    socket: PathBuf,
+    data_dir: PathBuf,
+    key_hash: String,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LasProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_las() -> LasProc {
+    let dir = tempfile::tempdir().expect("tmp");
+    let socket = dir.path().join("run/las.sock");
+    let data_dir = dir.path().join("data");
+    let mut child = veil()
+        .args([
+            "las",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "test-node",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn las");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut key_hash = String::new();
+    let mut addr = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(h) = line.strip_prefix("LAS node key hash: ") {
+            key_hash = h.to_string();
+        }
+        if let Some(a) = line.strip_prefix("LAS is listening on ") {
+            addr = a.to_string();
+            break;
+        }
+    }
+    assert_eq!(key_hash.len(), 64, "no key hash printed");
+    assert!(!addr.is_empty(), "no address printed");
+    LasProc {
+        child,
+        socket,
+        data_dir,
+        key_hash,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: las\r\nConnection: close\r\n\r\n"
+            )
+            .expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "LAS TCP port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn anchors_for(las: &LasProc, node_id: &str) -> TrustAnchors {
+    let key = veil_las::key::NodeKey::load_or_create(&las.data_dir).expect("key");
+    assert_eq!(key.key_hash(), las.key_hash);
+    TrustAnchors {
+        node_keys: vec![RegisteredNodeKey {
+            node_id: node_id.into(),
+            spki_der: key.spki_der().to_vec(),
+            registered_at: UnixTime(0),
+            revoked_at: None,
+        }],
+        ..TrustAnchors::default()
+    }
+}
+
+#[test]
+fn las_signs_evidence_about_the_real_executable() {
+    let las = start_las();
+    let health = http_get(&las.addr, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let key_doc = http_get(&las.addr, "/v1/node-key");
+    assert!(
+        key_doc.contains(&las.key_hash) && key_doc.contains("test-node"),
+        "{key_doc}"
+    );
+    // The TCP port never gives evidence.
+    assert!(http_get(&las.addr, "/v1/evidence").starts_with("HTTP/1.1 404"));
+
+    let nonce = Nonce::random().expect("nonce");
+    let rd = ReportData::bind(&nonce, b"client spki");
+    let program = Digest32::of(b"the program");
+    let target = Target::Program { hash: program };
+    let ev = veil_las::client::request_evidence(&las.socket, rd, target).expect("evidence");
+    let me = veil_attest::measure::hash_file(&std::env::current_exe().expect("exe")).expect("hash");
+    assert_eq!(
+        ev.claims.launcher_hash, me,
+        "the LAS must hash the connecting process's exe"
+    );
+    assert_eq!(ev.claims.pid, std::process::id());
+    assert_eq!(ev.node_key_hash, las.key_hash);
+    let want = measurement(&me, &target);
+    let rv = ReferenceValues::from_policy(vec![FactorSet::mrenclave(vec![want])], vec![]);
+    let r = appraise(
+        &Evidence::Node(ev.clone()),
+        &Collateral::None,
+        &rv,
+        &Expected { report_data: rd },
+        &anchors_for(&las, "test-node"),
+        UnixTime::now(),
+    )
+    .expect("appraisal");
+    assert_eq!(r.claims.node_id.as_deref(), Some("test-node"));
+
+    // Wrong node key (not the registered one) and wrong node id are refused.
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let other = veil_las::key::NodeKey::load_or_create(other_dir.path()).expect("key");
+    let wrong = TrustAnchors {
+        node_keys: vec![RegisteredNodeKey {
+            node_id: "test-node".into(),
+            spki_der: other.spki_der().to_vec(),
+            registered_at: UnixTime(0),
+            revoked_at: None,
+        }],
+        ..TrustAnchors::default()
+    };
+    let e = appraise(
+        &Evidence::Node(ev.clone()),
+        &Collateral::None,
+        &rv,
+        &Expected { report_data: rd },
+        &wrong,
+        UnixTime::now(),
+    )
+    .expect_err("wrong key");
+    assert_eq!(e.code(), "attestation_node_key_untrusted");
+    assert!(
+        e.chain()
+            .join("\n")
+            .contains(&format!("The node key {} is not registered", las.key_hash))
+    );
+    let e = appraise(
+        &Evidence::Node(ev.clone()),
+        &Collateral::None,
+        &rv,
+        &Expected { report_data: rd },
+        &anchors_for(&las, "other-node"),
+        UnixTime::now(),
+    )
+    .expect_err("wrong node id");
+    assert_eq!(e.code(), "attestation_bad_evidence");
+    // Another nonce: binding mismatch.
+    let e = appraise(
+        &Evidence::Node(ev),
+        &Collateral::None,
+        &rv,
+        &Expected {
+            report_data: ReportData::bind(&Nonce([0; 32]), b"client spki"),
+        },
+        &anchors_for(&las, "test-node"),
+        UnixTime::now(),
+    )
+    .expect_err("binding");
+    assert_eq!(e.code(), "attestation_binding_mismatch");
+}
+
+#[test]
+fn las_ignores_claimed_executables() {
+    let las = start_las();
+    let sh = veil_attest::measure::hash_file(Path::new("/bin/sh")).expect("hash sh");
+    let rd = ReportData([7; 64]);
+    let body = serde_json::json!({
+        "report_data": rd,
+        "target": {"kind": "envcas"},
+        "exe": "/bin/sh",
+        "exe_path": "/bin/sh",
+        "launcher_hash": sh,
+        "pid": 1,
+    });
+    let raw =
+        veil_las::client::raw_request(&las.socket, body.to_string().as_bytes()).expect("request");
+    let resp: veil_las::wire::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
+    let veil_las::wire::EvidenceResponse::Evidence(ev) = resp else {
+        panic!("refused: {resp:?}")
+    };
+    let me = veil_attest::measure::hash_file(&std::env::current_exe().expect("exe")).expect("hash");
+    assert_eq!(ev.claims.launcher_hash, me);
+    assert_ne!(ev.claims.launcher_hash, sh);
+    assert_eq!(ev.claims.pid, std::process::id());
+    assert_eq!(ev.claims.measurement, measurement(&me, &Target::Envcas));
+    // Garbage is refused with a reason, and the LAS keeps serving.
+    let raw = veil_las::client::raw_request(&las.socket, b"not json").expect("request");
+    let resp: veil_las::wire::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
+    assert!(
+        matches!(resp, veil_las::wire::EvidenceResponse::Error(ref m) if m.contains("malformed")),
+        "{resp:?}"
+    );
+    assert!(veil_las::client::request_evidence(&las.socket, rd, Target::Envcas).is_ok());
+}
+
+#[test]
+fn las_keeps_its_node_key_across_restarts() {
+    let first = start_las();
+    let hash = first.key_hash.clone();
+    let data = first.data_dir.clone();
+    let key = std::fs::read(data.join("node-key.pk8")).expect("key file");
+    drop(first);
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(d.path().join("data")).expect("mkdir");
+    std::fs::write(d.path().join("data/node-key.pk8"), key).expect("copy key");
+    let mut child = veil()
+        .args([
+            "las",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "n",
+            "--data-dir",
+        ])
+        .arg(d.path().join("data"))
+        .arg("--socket")
+        .arg(d.path().join("las.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line.trim(), format!("LAS node key hash: {hash}"));
+}

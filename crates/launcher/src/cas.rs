@@ -201,3 +201,230 @@ pub fn report_exit(target: &CasTarget, instance_token: &str, status: i32) {
         tracing::warn!("{e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The client against a minimal workload-API server written only from `veil_attest`:
+    //! nonce store, binding to the SPKI of the connection's client certificate, pure appraisal.
+    //! It doubles as an executable description of what the CAS side must do.
+    use super::*;
+    use std::convert::Infallible;
+    use veil_attest::nonce::{NonceLimits, NonceStore};
+    use veil_attest::protocol::InjectionFile;
+    use veil_attest::{
+        Collateral, Digest32, Expected, FactorSet, ReferenceValues, SimEvidence, Target,
+        TrustAnchors, UnixTime, appraise,
+    };
+
+    fn json(status: u16, body: &impl Serialize) -> hyper::Response<Full<Bytes>> {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        )));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+        r
+    }
+
+    async fn handle(
+        req: hyper::Request<hyper::body::Incoming>,
+        spki: Arc<Vec<u8>>,
+        store: Arc<NonceStore>,
+        want: Digest32,
+    ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+        let path = req.uri().path().to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let now = UnixTime::now();
+        Ok(match path.as_str() {
+            NONCE_PATH => match store.issue("peer", now) {
+                Ok((nonce, expires_at)) => json(200, &NonceResponse { nonce, expires_at }),
+                Err(e) => json(
+                    429,
+                    &ErrorBody {
+                        code: "nonce".into(),
+                        msg: vec![e.to_string()],
+                    },
+                ),
+            },
+            ATTEST_PATH => {
+                let Ok(a) = serde_json::from_slice::<AttestRequest>(&body) else {
+                    return Ok(json(
+                        400,
+                        &ErrorBody {
+                            code: "bad_request".into(),
+                            msg: vec!["bad".into()],
+                        },
+                    ));
+                };
+                if let Err(e) = store.consume(&a.nonce, now) {
+                    return Ok(json(
+                        403,
+                        &ErrorBody {
+                            code: "nonce".into(),
+                            msg: vec!["Attestation failed".into(), e.to_string()],
+                        },
+                    ));
+                }
+                let rv =
+                    ReferenceValues::from_policy(vec![FactorSet::mrenclave(vec![want])], vec![]);
+                let expected = Expected {
+                    report_data: ReportData::bind(&a.nonce, &spki),
+                };
+                match appraise(
+                    &a.evidence,
+                    &Collateral::None,
+                    &rv,
+                    &expected,
+                    &TrustAnchors::default(),
+                    now,
+                ) {
+                    Ok(_) => json(
+                        200,
+                        &ConfigResponse {
+                            argv: vec!["prog".into(), "@@1".into()],
+                            env: [("K".to_string(), "V".to_string())].into_iter().collect(),
+                            pwd: Some("/".into()),
+                            injection_files: vec![InjectionFile {
+                                path: "/x".into(),
+                                content: b"c".to_vec(),
+                                mode: 0o600,
+                            }],
+                            code_region: None,
+                            volumes: vec![],
+                            instance_token: "tok".into(),
+                        },
+                    ),
+                    Err(e) => json(
+                        403,
+                        &ErrorBody {
+                            code: e.code().into(),
+                            msg: e.chain(),
+                        },
+                    ),
+                }
+            }
+            _ => json(
+                404,
+                &ErrorBody {
+                    code: "not_found".into(),
+                    msg: vec!["not found".into()],
+                },
+            ),
+        })
+    }
+
+    /// Start the mock CAS on 127.0.0.1:0 in its own thread; returns its address and key hash.
+    fn mock_cas(want: Digest32) -> (String, String) {
+        let identity = Identity::generate("cas", &["cas".into()]).expect("identity");
+        let key_hash = identity.key_hash();
+        let cfg = veil_identity::server_config(
+            &identity,
+            Arc::new(veil_identity::AnyClientCert::new(true)),
+        )
+        .expect("server config");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = std_listener.local_addr().expect("addr").to_string();
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let rt = runtime().expect("rt");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+                let store = Arc::new(NonceStore::new(NonceLimits::default()));
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        continue;
+                    };
+                    let Some(cert) = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first().cloned())
+                    else {
+                        continue;
+                    };
+                    let spki = Arc::new(veil_identity::spki_from_cert_der(&cert).expect("spki"));
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            handle(req, spki.clone(), store.clone(), want)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        (addr, key_hash)
+    }
+
+    fn sim(rd: ReportData) -> Result<Evidence, LauncherError> {
+        let target = Target::Program {
+            hash: Digest32::of(b"prog"),
+        };
+        Ok(Evidence::Sim(SimEvidence::new(
+            crate::program::launcher_hash()?,
+            target,
+            rd,
+        )))
+    }
+
+    #[test]
+    fn attests_and_receives_the_configuration() {
+        let target = Target::Program {
+            hash: Digest32::of(b"prog"),
+        };
+        let want = crate::program::own_measurement(&target).expect("measure");
+        let (addr, key_hash) = mock_cas(want);
+        let t = CasTarget {
+            addr: addr.clone(),
+            key_hash: key_hash.clone(),
+        };
+        let cfg = attest(&t, "s/svc", Tier::Sim, None, sim).expect("attest");
+        assert_eq!(cfg.argv, vec!["prog".to_string(), "@@1".to_string()]);
+        assert_eq!(cfg.injection_files[0].content, b"c");
+
+        // Evidence bound to another nonce (a replay) is refused with the binding error.
+        let stale = ReportData::bind(&veil_attest::Nonce([1; 32]), b"x");
+        let e = attest(&t, "s/svc", Tier::Sim, None, |_| sim(stale)).expect_err("replay");
+        assert_eq!(e.chain[0], "Attestation failed");
+        assert!(e.chain[1].contains("report data mismatch"), "{e:?}");
+    }
+
+    #[test]
+    fn wrong_measurement_gives_the_scone_chain() {
+        let want = Digest32::of(b"expected");
+        let (addr, key_hash) = mock_cas(want);
+        let t = CasTarget { addr, key_hash };
+        let e = attest(&t, "s/svc", Tier::Sim, None, sim).expect_err("mismatch");
+        assert_eq!(e.chain.len(), 2, "{e:?}");
+        assert_eq!(e.chain[0], "Attestation failed");
+        assert!(
+            e.chain[1].starts_with("Unexpected enclave measurement (MRENCLAVE, "),
+            "{e:?}"
+        );
+        assert!(
+            e.chain[1].ends_with(&format!(") - Expected {want}")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_cas_with_another_key() {
+        let (addr, _) = mock_cas(Digest32::of(b"x"));
+        let t = CasTarget {
+            addr,
+            key_hash: "0".repeat(64),
+        };
+        let e = attest(&t, "s/svc", Tier::Sim, None, sim).expect_err("pin");
+        assert_eq!(e.chain[0], CHANNEL);
+        assert!(e.chain[1].contains("differs from the pinned one"), "{e:?}");
+    }
+}

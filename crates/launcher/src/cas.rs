@@ -229,6 +229,7 @@ mod tests {
         spki: Arc<Vec<u8>>,
         store: Arc<NonceStore>,
         want: Digest32,
+        anchors: Arc<TrustAnchors>,
     ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
         let path = req.uri().path().to_string();
         let body = req
@@ -278,7 +279,7 @@ mod tests {
                     &Collateral::None,
                     &rv,
                     &expected,
-                    &TrustAnchors::default(),
+                    &anchors,
                     now,
                 ) {
                     Ok(_) => json(
@@ -317,7 +318,8 @@ mod tests {
     }
 
     /// Start the mock CAS on 127.0.0.1:0 in its own thread; returns its address and key hash.
-    fn mock_cas(want: Digest32) -> (String, String) {
+    fn mock_cas(want: Digest32, anchors: TrustAnchors) -> (String, String) {
+        let anchors = Arc::new(anchors);
         let identity = Identity::generate("cas", &["cas".into()]).expect("identity");
         let key_hash = identity.key_hash();
         let cfg = veil_identity::server_config(
@@ -351,9 +353,10 @@ mod tests {
                     };
                     let spki = Arc::new(veil_identity::spki_from_cert_der(&cert).expect("spki"));
                     let store = store.clone();
+                    let anchors = anchors.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
-                            handle(req, spki.clone(), store.clone(), want)
+                            handle(req, spki.clone(), store.clone(), want, anchors.clone())
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
@@ -363,6 +366,10 @@ mod tests {
             });
         });
         (addr, key_hash)
+    }
+
+    pub(super) fn mock_cas_pub(want: Digest32, anchors: TrustAnchors) -> (String, String) {
+        mock_cas(want, anchors)
     }
 
     fn sim(rd: ReportData) -> Result<Evidence, LauncherError> {
@@ -382,7 +389,7 @@ mod tests {
             hash: Digest32::of(b"prog"),
         };
         let want = crate::program::own_measurement(&target).expect("measure");
-        let (addr, key_hash) = mock_cas(want);
+        let (addr, key_hash) = mock_cas(want, TrustAnchors::default());
         let t = CasTarget {
             addr: addr.clone(),
             key_hash: key_hash.clone(),
@@ -401,7 +408,7 @@ mod tests {
     #[test]
     fn wrong_measurement_gives_the_scone_chain() {
         let want = Digest32::of(b"expected");
-        let (addr, key_hash) = mock_cas(want);
+        let (addr, key_hash) = mock_cas(want, TrustAnchors::default());
         let t = CasTarget { addr, key_hash };
         let e = attest(&t, "s/svc", Tier::Sim, None, sim).expect_err("mismatch");
         assert_eq!(e.chain.len(), 2, "{e:?}");
@@ -418,7 +425,7 @@ mod tests {
 
     #[test]
     fn refuses_a_cas_with_another_key() {
-        let (addr, _) = mock_cas(Digest32::of(b"x"));
+        let (addr, _) = mock_cas(Digest32::of(b"x"), TrustAnchors::default());
         let t = CasTarget {
             addr,
             key_hash: "0".repeat(64),
@@ -426,5 +433,81 @@ mod tests {
         let e = attest(&t, "s/svc", Tier::Sim, None, sim).expect_err("pin");
         assert_eq!(e.chain[0], CHANNEL);
         assert!(e.chain[1].contains("differs from the pinned one"), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    //! The `node` tier end to end in one process: an in-process LAS on a temp socket measures
+    //! this test binary, the mock CAS appraises with the registered node key.
+    use super::*;
+    use veil_attest::{Digest32, RegisteredNodeKey, Target, TrustAnchors, UnixTime};
+    use veil_las::server::{Las, LasConfig};
+
+    fn start_las(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+        let socket = dir.join("las.sock");
+        let las = Las::bind(&LasConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            socket: socket.clone(),
+            data_dir: dir.join("data"),
+            node_id: "n1".into(),
+        })
+        .expect("bind las");
+        let key = veil_las::key::NodeKey::load_or_create(&dir.join("data")).expect("key");
+        std::thread::spawn(move || las.run());
+        (socket, key.spki_der().to_vec())
+    }
+
+    fn anchors(spki: Vec<u8>) -> TrustAnchors {
+        TrustAnchors {
+            node_keys: vec![RegisteredNodeKey {
+                node_id: "n1".into(),
+                spki_der: spki,
+                registered_at: UnixTime(0),
+                revoked_at: None,
+            }],
+            ..TrustAnchors::default()
+        }
+    }
+
+    #[test]
+    fn node_tier_registered_key_works_unregistered_is_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (socket, spki) = start_las(d.path());
+        let target = Target::Program {
+            hash: Digest32::of(b"prog"),
+        };
+        let want = crate::program::own_measurement(&target).expect("measure");
+        let evidence = |rd| {
+            veil_las::client::request_evidence(&socket, rd, target)
+                .map(Evidence::Node)
+                .map_err(|e| LauncherError::new(e.to_string()))
+        };
+        let (addr, key_hash) = super::tests::mock_cas_pub(want, anchors(spki.clone()));
+        let t = CasTarget { addr, key_hash };
+        let cfg = attest(&t, "s/svc", Tier::Node, None, evidence).expect("node attest");
+        assert_eq!(cfg.instance_token, "tok");
+
+        let other = tempfile::tempdir().expect("tmp");
+        let other_key = veil_las::key::NodeKey::load_or_create(other.path()).expect("key");
+        let (addr, key_hash) =
+            super::tests::mock_cas_pub(want, anchors(other_key.spki_der().to_vec()));
+        let t = CasTarget { addr, key_hash };
+        let e = attest(&t, "s/svc", Tier::Node, None, evidence).expect_err("unregistered");
+        assert_eq!(e.chain[0], "Attestation failed");
+        assert!(
+            e.chain[1].contains("is not registered with this CAS"),
+            "{e:?}"
+        );
+
+        // The node tier also matches measurements: a wrong mrenclave is refused.
+        let (addr, key_hash) =
+            super::tests::mock_cas_pub(Digest32::of(b"other"), anchors(spki.clone()));
+        let t = CasTarget { addr, key_hash };
+        let e = attest(&t, "s/svc", Tier::Node, None, evidence).expect_err("measurement");
+        assert!(
+            e.chain[1].starts_with("Unexpected enclave measurement (MRENCLAVE, "),
+            "{e:?}"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod workload;
 
 use std::path::Path;
 

@@ -72,6 +72,8 @@ pub struct AppState {
     pub key_hash: String,
     /// Owner key hashes (decision 12).
     pub owners: Arc<Vec<String>>,
+    /// The workload API's state (nonces, leases, instances, node registry).
+    pub workload: Arc<crate::workload::Workload>,
 }
 
 /// The client API router (port 8081).
@@ -84,6 +86,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/v1/sessions", post(post_session).get(list_sessions))
         .route("/v1/sessions/{*name}", get(get_session))
         .route("/v1/values/{*spec}", get(get_values))
+        .merge(crate::workload::owner_routes(state.workload.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -95,6 +98,7 @@ pub fn api_router(state: AppState) -> Router {
 pub fn enclave_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(crate::workload::enclave_routes(state.workload.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -435,11 +439,17 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
     let db_key = crate::db_key(&opts)?;
     let db_path = opts.data_dir.join("cas.redb");
     let store = crate::store::Store::open(&db_path, &db_key)?;
+    let workload = crate::workload::Workload::new(
+        store.clone(),
+        opts.allow_sim,
+        Arc::new(opts.owners.clone()),
+    )?;
     let state = AppState {
         sessions: Sessions::new(store),
         metrics: Arc::default(),
         key_hash: key_hash.clone(),
         owners: Arc::new(opts.owners.clone()),
+        workload,
     };
     if opts.owners.is_empty() {
         tracing::warn!("no CAS owner configured: owner-only operations are disabled");

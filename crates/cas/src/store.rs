@@ -585,6 +585,77 @@ fn apply_batch(
     Ok((results, new_sessions))
 }
 
+/// Tables the generic key-value API must not touch (the session store's own).
+const RESERVED_TABLES: [&str; 4] = ["meta", "current", "versions", "secrets"];
+
+/// A generic sealed key-value API for other parts of the CAS (the workload API's volume tags,
+/// volume keys, OTP state and node registry). Keys are stored as HMAC-SHA256(name key,
+/// table ‖ 0 ‖ key), so they do not reveal session or volume names; values are sealed with
+/// AAD = table ‖ 0 ‖ stored key ‖ schema version (decision 17). Writes are compare-and-swap
+/// transactions committed with `Durability::Immediate` before they return. They do not move
+/// the session counter.
+impl Store {
+    fn kv_key(&self, table: &'static str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if RESERVED_TABLES.contains(&table) {
+            return Err(StoreError::Commit(format!(
+                "table `{table}` is reserved for sessions"
+            )));
+        }
+        let mut msg = Vec::with_capacity(table.len() + 1 + key.len());
+        msg.extend_from_slice(table.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(key);
+        Ok(hmac::sign(&self.inner.sealer.names, &msg).as_ref().to_vec())
+    }
+
+    /// The unsealed value of `key` in `table`, if any.
+    pub fn kv_get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = self.kv_key(table, key)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        let Some(v) = t.get(k.as_slice()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        self.inner.sealer.open(table, &k, v.value()).map(Some)
+    }
+
+    /// Durably set `key` in `table` to `new` if its current (unsealed) value equals
+    /// `expected` (`None` = absent). Returns `Ok(Ok(()))` when written, `Ok(Err(current))`
+    /// when the comparison failed (nothing written). Blocking: call from a blocking context.
+    pub fn kv_compare_and_swap(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
+        let k = self.kv_key(table, key)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let mut txn = self.inner.db.begin_write().map_err(db_err)?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(db_err)?;
+        {
+            let mut t = txn.open_table(def).map_err(db_err)?;
+            let current = match t.get(k.as_slice()).map_err(db_err)? {
+                Some(v) => Some(self.inner.sealer.open(table, &k, v.value())?),
+                None => None,
+            };
+            if current.as_deref() != expected {
+                return Ok(Err(current));
+            }
+            let sealed = self.inner.sealer.seal(table, &k, new)?;
+            t.insert(k.as_slice(), sealed.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

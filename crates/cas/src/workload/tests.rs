@@ -1,0 +1,513 @@
+use super::*;
+use veil_attest::{Digest32, Evidence, Nonce, SimEvidence, Target, Tier};
+use veil_identity::Identity;
+
+const TAG_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const TAG_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const OTP_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+fn launcher() -> Digest32 {
+    Digest32::of(b"launcher")
+}
+fn target() -> Target {
+    Target::Program {
+        hash: Digest32::of(b"program"),
+    }
+}
+fn mrenclave() -> String {
+    veil_attest::measurement(&launcher(), &target()).to_hex()
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Store,
+    w: Arc<Workload>,
+    owner: Identity,
+}
+
+fn env(allow_sim: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cas.redb"), &[3u8; 32]).unwrap();
+    let owner = Identity::generate("owner", &[]).unwrap();
+    let w = Workload::new(store.clone(), allow_sim, Arc::new(vec![owner.key_hash()])).unwrap();
+    Env {
+        _dir: dir,
+        store,
+        w,
+        owner,
+    }
+}
+
+fn session_yaml(security: &str) -> String {
+    format!(
+        "name: s\nversion: \"0.3\"\nservices:\n  - name: app\n    image_name: img\n    mrenclaves: [{}]\n    command: prog $$SCONE::pw$$\n    pwd: /\nimages:\n  - name: img\n    volumes:\n      - name: V1\n        path: /V1\n      - name: E\n        path: /E\n        update_policy: ephemeral\nvolumes:\n  - name: V1\n  - name: E\nsecrets:\n  - name: pw\n    kind: ascii\n    value: s3cr3tpw\n{security}",
+        mrenclave()
+    )
+}
+
+async fn upload(e: &Env, yaml: &str) {
+    let creator = Peer::from_der(e.owner.cert_der()).unwrap();
+    let sessions = Sessions::new(e.store.clone());
+    sessions.upload(&creator, yaml).await.unwrap();
+}
+
+struct Launcher {
+    id: Identity,
+    peer: Peer,
+}
+
+fn launcher_conn() -> Launcher {
+    let id = Identity::generate("veil-launcher", &[]).unwrap();
+    let peer = Peer::from_der(id.cert_der()).unwrap();
+    Launcher { id, peer }
+}
+
+fn sim_request(e: &Env, l: &Launcher, config_id: &str) -> AttestRequest {
+    let (nonce, _) = e.w.nonces.issue("127.0.0.1", UnixTime::now()).unwrap();
+    let rd = ReportData::bind(&nonce, l.id.spki_der());
+    AttestRequest {
+        config_id: config_id.into(),
+        tier: Tier::Sim,
+        nonce,
+        evidence: Evidence::Sim(SimEvidence::new(launcher(), target(), rd)),
+        service_access_token: None,
+    }
+}
+
+const DEBUG: &str = "security:\n  attestation:\n    tolerate: [debug-mode]\n";
+
+#[tokio::test]
+async fn kv_compare_and_swap_is_durable_and_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cas.redb");
+    let store = Store::open(&path, &[5u8; 32]).unwrap();
+    assert_eq!(store.kv_get("t1", b"k").unwrap(), None);
+    assert_eq!(
+        store.kv_compare_and_swap("t1", b"k", None, b"v1").unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.kv_compare_and_swap("t1", b"k", None, b"v2").unwrap(),
+        Err(Some(b"v1".to_vec()))
+    );
+    assert_eq!(
+        store
+            .kv_compare_and_swap("t1", b"k", Some(b"v0"), b"v2")
+            .unwrap(),
+        Err(Some(b"v1".to_vec()))
+    );
+    assert_eq!(
+        store
+            .kv_compare_and_swap("t1", b"k", Some(b"v1"), b"v2")
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.kv_get("t1", b"k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    assert_eq!(store.kv_get("t2", b"k").unwrap(), None);
+    assert!(store.kv_get("versions", b"k").is_err());
+    store
+        .kv_compare_and_swap("t1", b"marker-key-77", None, b"marker-value-9f3c")
+        .unwrap()
+        .unwrap();
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Neither the plaintext value nor the plaintext key is in the file.
+    let bytes = std::fs::read(&path).unwrap();
+    for needle in [&b"marker-value-9f3c"[..], b"marker-key-77"] {
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    }
+    let store = Store::open(&path, &[5u8; 32]).unwrap();
+    assert_eq!(
+        store.kv_get("t1", b"k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    drop(store);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = Store::open(&path, &[6u8; 32]);
+    // Session tables are empty, so a wrong key is caught when the record is read.
+    if let Ok(s) = store {
+        assert!(s.kv_get("t1", b"k").is_err());
+    }
+}
+
+#[tokio::test]
+async fn sim_needs_the_cas_switch_and_debug_mode() {
+    let e = env(false);
+    upload(&e, &session_yaml(DEBUG)).await;
+    let l = launcher_conn();
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "attestation_sim_disabled");
+    assert_eq!(err.msg[0], "Attestation failed");
+
+    let e = env(true);
+    upload(&e, &session_yaml("")).await;
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "attestation_sim_not_tolerated");
+
+    let e = env(true);
+    upload(&e, &session_yaml(DEBUG)).await;
+    let cfg =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    assert_eq!(cfg.argv, vec!["prog", "s3cr3tpw"]);
+    assert_eq!(cfg.volumes.len(), 2);
+    assert_eq!(cfg.volumes[0].name, "V1");
+    assert_eq!(cfg.volumes[0].tag, None);
+    assert_eq!(cfg.volumes[0].key.len(), 64);
+    assert_eq!(cfg.volumes[1].update_policy, UpdatePolicy::Ephemeral);
+    assert_eq!(cfg.instance_token.len(), 64);
+}
+
+#[tokio::test]
+async fn binding_nonce_and_measurement_are_checked() {
+    let e = env(true);
+    upload(&e, &session_yaml(DEBUG)).await;
+    let l = launcher_conn();
+    // Replayed nonce.
+    let req = sim_request(&e, &l, "s/app");
+    let again = req.clone();
+    let cfg = e.w.attest(&l.peer, req).await.unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token,
+        status: 0,
+    })
+    .await
+    .unwrap();
+    let err = e.w.attest(&l.peer, again).await.unwrap_err();
+    assert_eq!(err.code, "attestation_nonce_unknown");
+    // A nonce never issued.
+    let mut req = sim_request(&e, &l, "s/app");
+    req.nonce = Nonce([9; 32]);
+    assert_eq!(
+        e.w.attest(&l.peer, req).await.unwrap_err().code,
+        "attestation_nonce_unknown"
+    );
+    // Evidence bound to another TLS key.
+    let other = launcher_conn();
+    let req = sim_request(&e, &other, "s/app");
+    let err = e.w.attest(&l.peer, req).await.unwrap_err();
+    assert_eq!(err.code, "attestation_binding_mismatch");
+    // Another program.
+    let mut req = sim_request(&e, &l, "s/app");
+    let Evidence::Sim(s) = &req.evidence else {
+        unreachable!()
+    };
+    let rd = s.report_data;
+    let bad = Target::Program {
+        hash: Digest32::of(b"other program"),
+    };
+    req.evidence = Evidence::Sim(SimEvidence::new(launcher(), bad, rd));
+    let err = e.w.attest(&l.peer, req).await.unwrap_err();
+    assert_eq!(err.code, "attestation_factor_mismatch");
+    assert_eq!(err.msg[0], "Attestation failed");
+    let want = format!(
+        "Unexpected enclave measurement (MRENCLAVE, {}) - Expected {}",
+        veil_attest::measurement(&launcher(), &bad),
+        mrenclave()
+    );
+    assert_eq!(err.msg[1], want);
+    // Unknown service / session.
+    for id in ["s/nope", "nope/app"] {
+        let err =
+            e.w.attest(&l.peer, sim_request(&e, &l, id))
+                .await
+                .unwrap_err();
+        assert_eq!(err.code, "config_not_found", "{id}");
+    }
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "noslash"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "invalid_config_id");
+}
+
+#[tokio::test]
+async fn otp_valid_replay_wrong_missing() {
+    let e = env(true);
+    upload(
+        &e,
+        &session_yaml(&format!(
+            "security:\n  attestation:\n    tolerate: [debug-mode]\n    one_time_password_shared_secret: {OTP_SECRET}\n"
+        )),
+    )
+    .await;
+    let l = launcher_conn();
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "otp_missing");
+    // Wrong code first (it counts as a failure but does not lock).
+    let code = veil_secrets::current_otp(OTP_SECRET, now_ms() / 1000).unwrap();
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, &format!("s/app@{wrong}")))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "otp_invalid");
+    assert_eq!(
+        err.msg[1],
+        "The given One-time Password is invalid. Please try again."
+    );
+    // The step may roll over between computing and checking: accept either outcome of a
+    // fresh code, but the replay must always be refused.
+    let code = veil_secrets::current_otp(OTP_SECRET, now_ms() / 1000).unwrap();
+    let cfg =
+        e.w.attest(&l.peer, sim_request(&e, &l, &format!("s/app@{code}")))
+            .await
+            .unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token,
+        status: 0,
+    })
+    .await
+    .unwrap();
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, &format!("s/app@{code}")))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "otp_already_used");
+    // The OTP is checked only after the measurement: a wrong program with a wrong code gets
+    // the measurement error and does not count as an OTP failure.
+    let mut req = sim_request(&e, &l, &format!("s/app@{wrong}"));
+    let Evidence::Sim(sim) = &req.evidence else {
+        unreachable!()
+    };
+    let rd = sim.report_data;
+    let other = Target::Program {
+        hash: Digest32::of(b"other"),
+    };
+    req.evidence = Evidence::Sim(SimEvidence::new(launcher(), other, rd));
+    assert_eq!(
+        e.w.attest(&l.peer, req).await.unwrap_err().code,
+        "attestation_factor_mismatch"
+    );
+    let st: OtpState = {
+        let mut key = b"s".to_vec();
+        key.push(0);
+        key.extend_from_slice(b"otp:");
+        key.extend_from_slice(&Digest32::of(OTP_SECRET.as_bytes()).0);
+        serde_json::from_slice(&e.store.kv_get(OTP_TABLE, &key).unwrap().unwrap()).unwrap()
+    };
+    assert_eq!(st.failures.len(), 1);
+    assert!(st.last_step.is_some());
+}
+
+#[tokio::test]
+async fn access_token() {
+    let e = env(true);
+    upload(
+        &e,
+        &session_yaml(
+            "security:\n  service_access_token: tok-$$SCONE::pw$$\n  attestation:\n    tolerate: [debug-mode]\n",
+        ),
+    )
+    .await;
+    let l = launcher_conn();
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "service_access_token_invalid");
+    let mut req = sim_request(&e, &l, "s/app");
+    req.service_access_token = Some("tok-wrong".into());
+    let err = e.w.attest(&l.peer, req).await.unwrap_err();
+    assert!(!err.msg.join(" ").contains("s3cr3tpw"));
+    let mut req = sim_request(&e, &l, "s/app");
+    req.service_access_token = Some("tok-s3cr3tpw".into());
+    e.w.attest(&l.peer, req).await.unwrap();
+}
+
+#[tokio::test]
+async fn tags_leases_and_exit() {
+    let e = env(true);
+    upload(&e, &session_yaml(DEBUG)).await;
+    let l = launcher_conn();
+    let cfg =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    let key = cfg.volumes[0].key.clone();
+    // A second start is refused while the lease is held.
+    let err =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code, "volume_in_use");
+    assert!(
+        err.msg[1].starts_with("volume V1 is in use by instance "),
+        "{:?}",
+        err.msg
+    );
+    let upd = |old: Option<&str>, new: &str, vol: &str| TagUpdateRequest {
+        instance_token: cfg.instance_token.clone(),
+        volume: vol.into(),
+        old_tag: old.map(String::from),
+        new_tag: new.into(),
+    };
+    // First use: no tag → A; then A → B; a stale old tag is refused.
+    e.w.update_tag(upd(None, TAG_A, "V1")).await.unwrap();
+    assert_eq!(
+        e.w.update_tag(upd(None, TAG_B, "V1"))
+            .await
+            .unwrap_err()
+            .code,
+        "volume_tag_mismatch"
+    );
+    e.w.update_tag(upd(Some(TAG_A), TAG_B, "V1")).await.unwrap();
+    assert_eq!(
+        e.w.update_tag(upd(Some(TAG_A), TAG_A, "V1"))
+            .await
+            .unwrap_err()
+            .code,
+        "volume_tag_mismatch"
+    );
+    assert_eq!(
+        e.w.update_tag(upd(Some(TAG_B), "nothex", "V1"))
+            .await
+            .unwrap_err()
+            .code,
+        "invalid_tag"
+    );
+    assert_eq!(
+        e.w.update_tag(upd(None, TAG_A, "V9"))
+            .await
+            .unwrap_err()
+            .code,
+        "volume_unknown"
+    );
+    // Ephemeral: accepted and ignored.
+    e.w.update_tag(upd(None, TAG_A, "E")).await.unwrap();
+    e.w.heartbeat(&cfg.instance_token).await.unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token.clone(),
+        status: 0,
+    })
+    .await
+    .unwrap();
+    // After exit the token is dead and the lease free; the next start sees tag B and the
+    // same generated key, and the ephemeral volume still has no tag.
+    assert_eq!(
+        e.w.update_tag(upd(Some(TAG_B), TAG_A, "V1"))
+            .await
+            .unwrap_err()
+            .code,
+        "instance_unknown"
+    );
+    let cfg2 =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    assert_eq!(cfg2.volumes[0].tag.as_deref(), Some(TAG_B));
+    assert_eq!(cfg2.volumes[0].key, key);
+    assert_eq!(cfg2.volumes[1].tag, None);
+    // Recorded tags survive a session update.
+    let creator = Peer::from_der(e.owner.cert_der()).unwrap();
+    let sessions = Sessions::new(e.store.clone());
+    let cur = sessions.current("s").unwrap().unwrap();
+    let updated = format!(
+        "{}predecessor: {}\n",
+        session_yaml(DEBUG).replace("command: prog", "command: prog2"),
+        cur.hash
+    );
+    sessions.upload(&creator, &updated).await.unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg2.instance_token,
+        status: 0,
+    })
+    .await
+    .unwrap();
+    let cfg3 =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    assert_eq!(cfg3.argv[0], "prog2");
+    assert_eq!(cfg3.volumes[0].tag.as_deref(), Some(TAG_B));
+    assert_eq!(cfg3.volumes[0].key, key);
+}
+
+#[tokio::test]
+async fn node_tier_uses_registered_keys() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    let e = env(false);
+    upload(&e, &session_yaml("")).await;
+    let l = launcher_conn();
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
+    let node_req = |e: &Env| {
+        let (nonce, _) = e.w.nonces.issue("p", UnixTime::now()).unwrap();
+        let claims = veil_attest::NodeClaims {
+            node_id: "node-1".into(),
+            time: UnixTime::now(),
+            pid: 1,
+            launcher_hash: launcher(),
+            target: target(),
+            measurement: veil_attest::measurement(&launcher(), &target()),
+            report_data: ReportData::bind(&nonce, l.id.spki_der()),
+        };
+        let signature = key
+            .sign(&SystemRandom::new(), &claims.signed_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        AttestRequest {
+            config_id: "s/app".into(),
+            tier: Tier::Node,
+            nonce,
+            evidence: Evidence::Node(veil_attest::NodeEvidence {
+                claims,
+                node_key_hash: veil_identity::key_hash(&spki),
+                signature,
+            }),
+            service_access_token: None,
+        }
+    };
+    let err = e.w.attest(&l.peer, node_req(&e)).await.unwrap_err();
+    assert_eq!(err.code, "attestation_node_key_untrusted");
+    let rec = spki.clone();
+    e.w.change_nodes(move |list| {
+        list.push(NodeRecord {
+            node_id: "node-1".into(),
+            spki_hex: hex::encode(&rec),
+            registered_at: 0,
+            revoked_at: None,
+        });
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let cfg = e.w.attest(&l.peer, node_req(&e)).await.unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token,
+        status: 0,
+    })
+    .await
+    .unwrap();
+    // The registry survives a restart of the workload state.
+    let w2 = Workload::new(e.store.clone(), false, Arc::new(vec![])).unwrap();
+    assert_eq!(w2.anchors().node_keys.len(), 1);
+    // Owner checks.
+    let stranger = Peer::from_der(l.id.cert_der()).unwrap();
+    let owner = Peer::from_der(e.owner.cert_der()).unwrap();
+    assert_eq!(
+        e.w.require_owner(&stranger, "x").unwrap_err().status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(e.w.require_owner(&owner, "x").is_ok());
+    assert_eq!(
+        w2.require_owner(&owner, "x").unwrap_err().code,
+        "owner_required"
+    );
+}

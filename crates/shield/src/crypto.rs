@@ -343,7 +343,7 @@ pub fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
 }
 
 /// Below this many records, work stays on the calling thread.
-const PAR_MIN: usize = 32;
+const PAR_MIN: usize = 128;
 
 /// Apply `f(index, record)` to every `RECORD`-sized record of `recs`, using a second thread for
 /// the upper half when there are many (sealing/opening is CPU-bound: AES-GCM plus SHA-256).
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn for_each_record_keeps_order_serial_and_parallel() {
-        for n in [3usize, 100] {
+        for n in [3usize, 300] {
             let mut recs = vec![0u8; n * RECORD];
             let out = for_each_record(&mut recs, &|i, r: &mut [u8]| {
                 r[0] = i as u8;

@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let vars = veil_policy::Vars {
-        explicit: [("A".to_string(), "x: [1".to_string())].into_iter().collect(),
+        explicit: [("A".to_string(), "x: [1".to_string())]
+            .into_iter()
+            .collect(),
         use_env: false,
     };
     let _ = veil_policy::load("fuzz.yaml", &text, &vars, None);

@@ -12,6 +12,8 @@
 //!   tier decision [`tier_accepted`] (decision 1).
 //! * [`protocol`]: request/response types and paths of the workload API.
 
+#![deny(missing_docs)]
+
 pub mod appraise;
 mod b64;
 pub mod binding;

@@ -13,6 +13,8 @@
 //! Modules: [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
 //! [`wire`] (socket messages), [`server`] (both listeners), [`client`] (what the launcher uses).
 
+#![deny(missing_docs)]
+
 pub mod client;
 pub mod key;
 pub mod procfs;

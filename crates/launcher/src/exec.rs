@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -430,8 +430,7 @@ fn parent_wait(
     pwd: Option<&str>,
 ) -> Result<i32, LauncherError> {
     let mut report = Vec::new();
-    // SAFETY: `rd` is an owned pipe end; File takes it over.
-    let mut pipe = unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(rd)) };
+    let mut pipe = File::from(rd);
     let _ = pipe.read_to_end(&mut report);
     if report.len() == 5 {
         let _ = waitpid(child, None);

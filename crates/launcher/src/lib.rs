@@ -13,6 +13,8 @@
 //! arguments and environment, like SCONE. There is deliberately no way to hand the launcher a
 //! configuration other than from an attested CAS.
 
+#![deny(missing_docs)]
+
 pub mod cas;
 pub mod envcas;
 pub mod error;

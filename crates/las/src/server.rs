@@ -233,6 +233,9 @@ fn recv_with_pid(conn: &OwnedFd) -> Result<(Vec<u8>, i32), LasError> {
         }
         (msg.bytes, pid)
     };
+    if len == 0 {
+        return Ok((Vec::new(), 0));
+    }
     let pid = pid.ok_or_else(|| {
         LasError::Protocol(
             "the request carries no SCM_CREDENTIALS (enable SO_PASSCRED before sending)".into(),
@@ -277,8 +280,12 @@ fn handle(conn: &OwnedFd, shared: &Shared) {
     // Best effort: on failure the request simply has no timeout.
     let _ = socket::setsockopt(conn, sockopt::ReceiveTimeout, &timeout);
     let _ = socket::setsockopt(conn, sockopt::PassCred, &true);
-    let answer = match recv_with_pid(conn).and_then(|(body, pid)| evidence_for(shared, &body, pid))
-    {
+    let received = recv_with_pid(conn);
+    if matches!(&received, Ok((body, _)) if body.is_empty()) {
+        // A reachability probe (connect and close): nothing to answer.
+        return;
+    }
+    let answer = match received.and_then(|(body, pid)| evidence_for(shared, &body, pid)) {
         Ok(ev) => EvidenceResponse::Evidence(Box::new(ev)),
         Err(e) => {
             tracing::warn!("refused an evidence request: {e}");

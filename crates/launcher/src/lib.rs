@@ -114,6 +114,15 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
     let settings = Settings::from_env(&inv.env)?;
     let path_var = inv.env.get("PATH").map(String::as_str);
     let name = program_name(&inv.kind)?;
+    if settings.config_id.is_none() && !settings.hash {
+        // Native run, like SCONE without a config id: nothing is measured or attested.
+        return match &name {
+            Some(n) => run_native(n, &program::resolve(n, path_var)?, &inv.args),
+            None => Err(LauncherError::new(
+                "envcas needs VEIL_CONFIG_ID or SCONE_CONFIG_ID (session/service[@otp])",
+            )),
+        };
+    }
     let program = match &name {
         Some(n) => Some(program::MeasuredProgram::open(&program::resolve(
             n, path_var,
@@ -130,12 +139,9 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
         return Ok(0);
     }
     let Some(config_id) = settings.config_id.clone() else {
-        return match (&name, &program) {
-            (Some(n), Some(p)) => run_native(n, &p.path, &inv.args),
-            _ => Err(LauncherError::new(
-                "envcas needs VEIL_CONFIG_ID or SCONE_CONFIG_ID (session/service[@otp])",
-            )),
-        };
+        return Err(LauncherError::new(
+            "VEIL_CONFIG_ID or SCONE_CONFIG_ID is not set",
+        ));
     };
     set_not_dumpable()?;
     let key_file = match std::fs::read_to_string(settings::CAS_KEY_HASH_FILE) {

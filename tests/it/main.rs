@@ -8,3 +8,4 @@ mod cas;
 mod rest;
 mod secrets;
 mod run;
+mod workload;

@@ -1,0 +1,442 @@
+//! The workload API of a real `veil cas serve` process (issue 7, CAS side), spoken by a Rust
+//! client over TLS with an ephemeral client certificate, the way the launcher speaks it.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use veil_attest::protocol::{
+    ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH, NonceResponse,
+    TAGS_PATH, TagUpdateRequest,
+};
+use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
+use veil_client::{Connection, Method};
+use veil_identity::Identity;
+
+use crate::support::veil;
+
+/// A CAS process with extra flags; killed on drop.
+struct Cas {
+    child: Option<Child>,
+    api: String,
+    enclave: String,
+    key_hash: String,
+}
+
+impl Cas {
+    fn start(home: &Path, data_dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let ports = data_dir.join("ports.json");
+        let _ = std::fs::remove_file(&ports);
+        let log = data_dir.join("cas.log");
+        let mut child = veil(home)
+            .args(["cas", "serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--enclave-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                return Self {
+                    child: Some(child),
+                    api: v["api"].as_str().unwrap().to_string(),
+                    enclave: v["enclave"].as_str().unwrap().to_string(),
+                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
+                };
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "CAS did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cas {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// JSON bytes of a request body.
+macro_rules! j {
+    ($e:expr) => {
+        serde_json::to_vec(&$e).unwrap()
+    };
+}
+
+/// A launcher-like connection: its own ephemeral identity, one TLS connection.
+struct Conn {
+    id: Identity,
+    conn: Connection,
+}
+
+impl Conn {
+    async fn open(cas: &Cas) -> Self {
+        let id = Identity::generate("veil-launcher", &[]).unwrap();
+        let conn = Connection::connect("cas", &cas.enclave, Some(&cas.key_hash), Some(&id))
+            .await
+            .unwrap();
+        Self { id, conn }
+    }
+
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let a = self
+            .conn
+            .request(Method::POST, path, Some(body))
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null);
+        (a.status.as_u16(), v)
+    }
+
+    async fn nonce(&mut self) -> NonceResponse {
+        let (s, v) = self.post(NONCE_PATH, j!(serde_json::json!({}))).await;
+        assert_eq!(s, 200, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Sim evidence for `program`, bound to a fresh nonce and to `bind_to`'s key.
+    async fn sim_request(
+        &mut self,
+        config_id: &str,
+        program: &[u8],
+        bind_to: Option<&Identity>,
+    ) -> AttestRequest {
+        let n = self.nonce().await;
+        let spki = bind_to.unwrap_or(&self.id).spki_der().to_vec();
+        let rd = ReportData::bind(&n.nonce, &spki);
+        AttestRequest {
+            config_id: config_id.into(),
+            tier: Tier::Sim,
+            nonce: n.nonce,
+            evidence: Evidence::Sim(SimEvidence::new(launcher(), target(program), rd)),
+            service_access_token: None,
+        }
+    }
+
+    async fn attest(
+        &mut self,
+        req: &AttestRequest,
+    ) -> Result<ConfigResponse, (u16, serde_json::Value)> {
+        let (s, v) = self.post(ATTEST_PATH, j!(req)).await;
+        if s == 200 {
+            Ok(serde_json::from_value(v).unwrap())
+        } else {
+            Err((s, v))
+        }
+    }
+}
+
+fn launcher() -> Digest32 {
+    Digest32::of(b"test launcher")
+}
+fn target(program: &[u8]) -> Target {
+    Target::Program {
+        hash: Digest32::of(program),
+    }
+}
+fn mrenclave(program: &[u8]) -> String {
+    veil_attest::measurement(&launcher(), &target(program)).to_hex()
+}
+
+fn session(name: &str, security: &str) -> String {
+    format!(
+        "name: {name}\nversion: \"0.3\"\nservices:\n  - name: app\n    image_name: img\n    mrenclaves: [{}]\n    command: prog --secret $$SCONE::pw$$\n    environment:\n      SECRET_ENV: \"$$SCONE::pw$$\"\n    pwd: /\nimages:\n  - name: img\n    injection_files:\n      - path: /etc/app.conf\n        content: \"pw=$$SCONE::pw$$\"\n    volumes:\n      - name: V1\n        path: /V1\nvolumes:\n  - name: V1\nsecrets:\n  - name: pw\n    kind: ascii\n    size: 32\n{security}",
+        mrenclave(b"program")
+    )
+}
+
+const DEBUG: &str = "security:\n  attestation:\n    tolerate: [debug-mode]\n";
+
+struct Setup {
+    _home: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    owner: Identity,
+    cas: Cas,
+}
+
+async fn setup(extra: &[&str], yaml: &[String]) -> Setup {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let owner = Identity::generate("owner", &[]).unwrap();
+    let kh = owner.key_hash();
+    let mut args = vec!["--owner", kh.as_str()];
+    args.extend_from_slice(extra);
+    let cas = Cas::start(home.path(), data.path(), &args);
+    let mut c = Connection::connect("cas", &cas.api, Some(&cas.key_hash), Some(&owner))
+        .await
+        .unwrap();
+    for y in yaml {
+        c.upload_session(y).await.unwrap();
+    }
+    Setup {
+        _home: home,
+        _data: data,
+        owner,
+        cas,
+    }
+}
+
+fn msg(v: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(v["msg"].clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_tier_needs_allow_sim_and_debug_mode() {
+    // Without --allow-sim-tier: refused even though the policy tolerates debug-mode.
+    let s = setup(&[], &[session("s", DEBUG)]).await;
+    let mut c = Conn::open(&s.cas).await;
+    let req = c.sim_request("s/app", b"program", None).await;
+    let (st, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(st, 403);
+    assert_eq!(v["code"], "attestation_sim_disabled");
+    assert_eq!(msg(&v)[0], "Attestation failed");
+    drop(s);
+
+    // With it, but the policy does not tolerate debug-mode: refused.
+    let s = setup(
+        &["--allow-sim-tier"],
+        &[session("s", ""), session("d", DEBUG)],
+    )
+    .await;
+    let mut c = Conn::open(&s.cas).await;
+    let req = c.sim_request("s/app", b"program", None).await;
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "attestation_sim_not_tolerated");
+
+    // Both: the configuration arrives, placeholders expanded.
+    let req = c.sim_request("d/app", b"program", None).await;
+    let cfg = c.attest(&req).await.unwrap();
+    assert_eq!(cfg.argv[..2], ["prog".to_string(), "--secret".to_string()]);
+    let secret = cfg.argv[2].clone();
+    assert_eq!(secret.len(), 32);
+    assert_eq!(cfg.env["SECRET_ENV"], secret);
+    assert_eq!(cfg.pwd.as_deref(), Some("/"));
+    assert_eq!(cfg.injection_files[0].path, "/etc/app.conf");
+    assert_eq!(
+        cfg.injection_files[0].content,
+        format!("pw={secret}").as_bytes()
+    );
+    assert_eq!(cfg.injection_files[0].mode, 0o700);
+    assert_eq!(cfg.volumes[0].name, "V1");
+    assert_eq!(cfg.volumes[0].key.len(), 64);
+    assert_eq!(cfg.volumes[0].tag, None);
+    // The generated secret is never shown to session clients.
+    let mut owner = Connection::connect("cas", &s.cas.api, Some(&s.cas.key_hash), Some(&s.owner))
+        .await
+        .unwrap();
+    let (yaml, _) = owner.read_session("d", None).await.unwrap();
+    assert!(!yaml.contains(&secret));
+    assert!(!yaml.contains(&cfg.volumes[0].key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurement_nonce_and_binding_are_enforced() {
+    let s = setup(&["--allow-sim-tier"], &[session("s", DEBUG)]).await;
+    let mut c = Conn::open(&s.cas).await;
+    // Wrong measurement: SCONE's chain.
+    let req = c.sim_request("s/app", b"another program", None).await;
+    let (st, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(st, 403);
+    assert_eq!(v["code"], "attestation_factor_mismatch");
+    assert_eq!(
+        msg(&v),
+        vec![
+            "Attestation failed".to_string(),
+            format!(
+                "Unexpected enclave measurement (MRENCLAVE, {}) - Expected {}",
+                mrenclave(b"another program"),
+                mrenclave(b"program")
+            )
+        ]
+    );
+    // The nonce of that attempt is used up: replaying the request is refused.
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "attestation_nonce_unknown");
+    // Evidence bound to another TLS key (relayed from another connection) is refused.
+    let other = Identity::generate("other", &[]).unwrap();
+    let req = c.sim_request("s/app", b"program", Some(&other)).await;
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "attestation_binding_mismatch");
+    // A nonce issued on one connection, evidence bound to it, sent on another connection:
+    // the binding names the first connection's key, so it fails on the second.
+    let req = c.sim_request("s/app", b"program", None).await;
+    let mut c2 = Conn::open(&s.cas).await;
+    let (_, v) = c2.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "attestation_binding_mismatch");
+    // The correct request works once; the same request again is a nonce replay.
+    let req = c.sim_request("s/app", b"program", None).await;
+    let cfg = c.attest(&req).await.unwrap();
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "attestation_nonce_unknown");
+    let (st, _) = c
+        .post(
+            EXIT_PATH,
+            j!(ExitRequest {
+                instance_token: cfg.instance_token,
+                status: 0,
+            }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    // Without a client certificate the workload routes answer 401.
+    let mut anon = Connection::connect("cas", &s.cas.enclave, Some(&s.cas.key_hash), None)
+        .await
+        .unwrap();
+    let a = anon
+        .request(Method::POST, NONCE_PATH, Some(b"{}".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otp_valid_replay_wrong() {
+    const OTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let sec = format!(
+        "security:\n  attestation:\n    tolerate: [debug-mode]\n    one_time_password_shared_secret: {OTP}\n"
+    );
+    let s = setup(&["--allow-sim-tier"], &[session("s", &sec)]).await;
+    let mut c = Conn::open(&s.cas).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let req = c.sim_request("s/app", b"program", None).await;
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "otp_missing");
+    let code = veil_secrets::current_otp(OTP, now()).unwrap();
+    let wrong = if code == "123456" { "654321" } else { "123456" };
+    let req = c
+        .sim_request(&format!("s/app@{wrong}"), b"program", None)
+        .await;
+    let (st, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(st, 403);
+    assert_eq!(v["code"], "otp_invalid");
+    assert_eq!(
+        msg(&v)[1],
+        "The given One-time Password is invalid. Please try again."
+    );
+    let code = veil_secrets::current_otp(OTP, now()).unwrap();
+    let req = c
+        .sim_request(&format!("s/app@{code}"), b"program", None)
+        .await;
+    let cfg = c.attest(&req).await.unwrap();
+    c.post(
+        EXIT_PATH,
+        j!(ExitRequest {
+            instance_token: cfg.instance_token,
+            status: 0,
+        }),
+    )
+    .await;
+    let req = c
+        .sim_request(&format!("s/app@{code}"), b"program", None)
+        .await;
+    let (_, v) = c.attest(&req).await.unwrap_err();
+    assert_eq!(v["code"], "otp_already_used");
+    assert_eq!(
+        msg(&v)[1],
+        "A One-time Password was already used within this time-step. Please try again in the next time-step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_tags_and_leases() {
+    const A: &str = "0123456789abcdef0123456789abcdef";
+    const B: &str = "fedcba9876543210fedcba9876543210";
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let owner = Identity::generate("owner", &[]).unwrap();
+    let cas = Cas::start(home.path(), data.path(), &["--allow-sim-tier"]);
+    let mut oc = Connection::connect("cas", &cas.api, Some(&cas.key_hash), Some(&owner))
+        .await
+        .unwrap();
+    oc.upload_session(&session("s", DEBUG)).await.unwrap();
+
+    let mut c = Conn::open(&cas).await;
+    let req = c.sim_request("s/app", b"program", None).await;
+    let cfg = c.attest(&req).await.unwrap();
+    let key = cfg.volumes[0].key.clone();
+    // A second start while the first holds the lease.
+    let mut c2 = Conn::open(&cas).await;
+    let req = c2.sim_request("s/app", b"program", None).await;
+    let (st, v) = c2.attest(&req).await.unwrap_err();
+    assert_eq!(st, 409);
+    assert_eq!(v["code"], "volume_in_use");
+    assert!(msg(&v)[1].starts_with("volume V1 is in use by "), "{v}");
+
+    let tag = |old: Option<&str>, new: &str| TagUpdateRequest {
+        instance_token: cfg.instance_token.clone(),
+        volume: "V1".into(),
+        old_tag: old.map(String::from),
+        new_tag: new.into(),
+    };
+    // First use: no tag → A; A → B; stale old tags refused.
+    let (st, v) = c.post(TAGS_PATH, j!(tag(None, A))).await;
+    assert_eq!((st, v["tag"].as_str()), (200, Some(A)));
+    let (st, v) = c.post(TAGS_PATH, j!(tag(None, B))).await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("volume_tag_mismatch")));
+    let (st, _) = c.post(TAGS_PATH, j!(tag(Some(A), B))).await;
+    assert_eq!(st, 200);
+    let (st, v) = c.post(TAGS_PATH, j!(tag(Some(A), A))).await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("volume_tag_mismatch")));
+    // A forged instance token is refused.
+    let mut forged = tag(Some(B), A);
+    forged.instance_token = "00".repeat(32);
+    let (st, v) = c.post(TAGS_PATH, j!(forged)).await;
+    assert_eq!((st, v["code"].as_str()), (403, Some("instance_unknown")));
+
+    // Exit releases the lease; the next start gets tag B and the same key.
+    let (st, _) = c
+        .post(
+            EXIT_PATH,
+            j!(ExitRequest {
+                instance_token: cfg.instance_token.clone(),
+                status: 0,
+            }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let req = c2.sim_request("s/app", b"program", None).await;
+    let cfg2 = c2.attest(&req).await.unwrap();
+    assert_eq!(cfg2.volumes[0].tag.as_deref(), Some(B));
+    assert_eq!(cfg2.volumes[0].key, key);
+
+    // Recorded tags and keys survive a CAS restart (leases and instance tokens do not).
+    drop(c);
+    drop(c2);
+    drop(cas);
+    let cas = Cas::start(home.path(), data.path(), &["--allow-sim-tier"]);
+    let mut c = Conn::open(&cas).await;
+    let req = c.sim_request("s/app", b"program", None).await;
+    let cfg3 = c.attest(&req).await.unwrap();
+    assert_eq!(cfg3.volumes[0].tag.as_deref(), Some(B));
+    assert_eq!(cfg3.volumes[0].key, key);
+    let mut old = tag(Some(B), A);
+    old.instance_token = cfg2.instance_token;
+    let (st, _) = c.post(TAGS_PATH, j!(old)).await;
+    assert_eq!(st, 403);
+}

@@ -164,6 +164,10 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn nchunks(size: u64) -> u64 {
     size.div_ceil(CHUNK as u64)
 }
@@ -1068,8 +1072,36 @@ impl Volume {
         out: &mut [u8],
         want_hashes: bool,
     ) -> Result<Vec<[u8; 32]>, Error> {
+        // One reusable buffer per thread: large fresh allocations cost page faults on every call.
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.len() < count * RECORD {
+                scratch.resize(count * RECORD, 0);
+            }
+            self.read_committed_into(
+                ino,
+                obj,
+                first,
+                count,
+                out,
+                want_hashes,
+                &mut scratch[..count * RECORD],
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_committed_into(
+        &self,
+        ino: Ino,
+        obj: &File,
+        first: u64,
+        count: usize,
+        out: &mut [u8],
+        want_hashes: bool,
+        recs: &mut [u8],
+    ) -> Result<Vec<[u8; 32]>, Error> {
         let f = self.file(ino)?;
-        let mut recs = vec![0u8; count * RECORD];
         let mut got = 0usize;
         while got < recs.len() {
             match obj.read_at(&mut recs[got..], first * RECORD as u64 + got as u64) {
@@ -1104,7 +1136,7 @@ impl Volume {
                 Err(idx)
             }
         };
-        let results = crypto::for_each_record(&mut recs, &open);
+        let results = crypto::for_each_record(recs, &open);
         let mut hashes = Vec::with_capacity(if want_hashes { count } else { 0 });
         for (i, r) in results.into_iter().enumerate() {
             match r {
@@ -1910,7 +1942,7 @@ impl Volume {
         }
         let obj = self.open_committed(ino)?;
         let mut leaves = Vec::with_capacity(n as usize);
-        let mut buf = vec![0u8; 256 * CHUNK];
+        let mut buf = vec![0u8; n.min(256) as usize * CHUNK];
         let mut i = 0;
         while i < n {
             let c = (n - i).min(256) as usize;

@@ -332,31 +332,7 @@ impl Connection {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ClientError> {
-        let cerr = |msg: String| ClientError::Connect {
-            addr: self.host.clone(),
-            msg,
-        };
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.host)
-            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| cerr(e.to_string()))?;
-        self.sender.ready().await.map_err(|e| cerr(e.to_string()))?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| cerr(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| cerr(e.to_string()))?
-            .to_bytes();
-        Ok(Answer { status, body })
+        send(&mut self.sender, &self.host, method, path, body).await
     }
 
     /// Upload a session (create, or update when it has `predecessor`); returns its hash.
@@ -396,6 +372,80 @@ impl Connection {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Answer, ClientError> {
+    let cerr = |msg: String| ClientError::Connect {
+        addr: host.to_string(),
+        msg,
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| cerr(e.to_string()))?;
+    sender.ready().await.map_err(|e| cerr(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| cerr(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| cerr(e.to_string()))?
+        .to_bytes();
+    Ok(Answer { status, body })
+}
+
+/// A keep-alive plain-HTTP/1.1 connection, for benchmarks against local baselines (etcd's
+/// JSON gateway in `veil bench cas`). Never used to talk to a CAS.
+pub struct PlainConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl PlainConnection {
+    /// Connect to `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let cerr = |msg: String| ClientError::Connect {
+            addr: addr.to_string(),
+            msg,
+        };
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| cerr(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| cerr(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Send one request.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        send(&mut self.sender, &self.host, method, path, body).await
     }
 }
 

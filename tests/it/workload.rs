@@ -440,3 +440,144 @@ async fn volume_tags_and_leases() {
     let (st, _) = c.post(TAGS_PATH, j!(old)).await;
     assert_eq!(st, 403);
 }
+
+fn client_home(cas: &Cas, id: &Identity) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".veil")).unwrap();
+    id.save(&home.path().join(".veil/identity.pem")).unwrap();
+    let o = veil(home.path())
+        .args(["cas", "attest", &cas.api, "--key-hash", &cas.key_hash])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    home
+}
+
+fn node_request(
+    key: &veil_las::key::NodeKey,
+    node_id: &str,
+    n: &NonceResponse,
+    conn_key: &Identity,
+) -> AttestRequest {
+    let claims = veil_attest::NodeClaims {
+        node_id: node_id.into(),
+        time: veil_attest::UnixTime::now(),
+        pid: 1,
+        launcher_hash: launcher(),
+        target: target(b"program"),
+        measurement: veil_attest::measurement(&launcher(), &target(b"program")),
+        report_data: ReportData::bind(&n.nonce, conn_key.spki_der()),
+    };
+    let signature = key.sign(&claims.signed_bytes()).unwrap();
+    AttestRequest {
+        config_id: "s/app".into(),
+        tier: Tier::Node,
+        nonce: n.nonce,
+        evidence: Evidence::Node(veil_attest::NodeEvidence {
+            claims,
+            node_key_hash: key.key_hash(),
+            signature,
+        }),
+        service_access_token: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_keys_are_registered_by_the_owner_only() {
+    // `node` tier, policy in the default `mode: hardware` (no debug-mode, no --allow-sim-tier).
+    let s = setup(&[], &[session("s", "")]).await;
+    let las_dir = tempfile::tempdir().unwrap();
+    let node = veil_las::key::NodeKey::load_or_create(las_dir.path()).unwrap();
+    let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
+
+    // Unregistered key: refused.
+    let mut c = Conn::open(&s.cas).await;
+    let n = c.nonce().await;
+    let (_, v) = c
+        .attest(&node_request(&node, "node-1", &n, &c.id))
+        .await
+        .unwrap_err();
+    assert_eq!(v["code"], "attestation_node_key_untrusted");
+
+    // A stranger cannot register it.
+    let stranger = Identity::generate("stranger", &[]).unwrap();
+    let sh = client_home(&s.cas, &stranger);
+    let o = veil(sh.path())
+        .args([
+            "cas",
+            "register-node",
+            "--node-id",
+            "node-1",
+            "--spki-hex",
+            &spki_hex,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Only the CAS owner may do this"), "{err}");
+
+    // The owner registers it (with a wrong expected hash first: refused).
+    let oh = client_home(&s.cas, &s.owner);
+    let o = veil(oh.path())
+        .args([
+            "cas",
+            "register-node",
+            &"0".repeat(64),
+            "--node-id",
+            "node-1",
+            "--spki-hex",
+            &spki_hex,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let o = veil(oh.path())
+        .args([
+            "cas",
+            "register-node",
+            &node.key_hash(),
+            "--node-id",
+            "node-1",
+            "--spki-hex",
+            &spki_hex,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&node.key_hash()));
+
+    // Now accepted; evidence naming another node id is refused.
+    let n = c.nonce().await;
+    let cfg = c
+        .attest(&node_request(&node, "node-1", &n, &c.id))
+        .await
+        .unwrap();
+    c.post(
+        EXIT_PATH,
+        j!(ExitRequest {
+            instance_token: cfg.instance_token,
+            status: 0,
+        }),
+    )
+    .await;
+    let n = c.nonce().await;
+    let (_, v) = c
+        .attest(&node_request(&node, "node-2", &n, &c.id))
+        .await
+        .unwrap_err();
+    assert_eq!(v["code"], "attestation_bad_evidence");
+
+    // Revoked: refused again.
+    let o = veil(oh.path())
+        .args(["cas", "revoke-node", &node.key_hash()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n = c.nonce().await;
+    let (_, v) = c
+        .attest(&node_request(&node, "node-1", &n, &c.id))
+        .await
+        .unwrap_err();
+    assert_eq!(v["code"], "attestation_node_key_untrusted");
+}

@@ -25,6 +25,10 @@ pub enum CasCmd {
         /// Name (as given to `veil cas attest`).
         name: String,
     },
+    /// Register a LAS node key for the `node` tier (CAS owner only).
+    RegisterNode(super::cas_node::RegisterNodeArgs),
+    /// Revoke a registered LAS node key (CAS owner only).
+    RevokeNode(super::cas_node::RevokeNodeArgs),
 }
 
 /// Arguments of `veil cas serve`.
@@ -100,6 +104,8 @@ pub fn run(c: CasCmd) -> anyhow::Result<ExitCode> {
         CasCmd::Attest(a) => attest(a),
         CasCmd::List => list(),
         CasCmd::SetDefault { name } => set_default(&name),
+        CasCmd::RegisterNode(a) => super::cas_node::register(a),
+        CasCmd::RevokeNode(a) => super::cas_node::revoke(a),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod cas;
+pub mod cas_node;
 pub mod identity;
 pub mod las;
 pub mod otp;

@@ -1,0 +1,124 @@
+//! `veil cas register-node` and `veil cas revoke-node`: the CAS owner registers (or revokes)
+//! the node key of a LAS, the `node` tier's trust anchor (decision 12). Owner-only on the CAS
+//! (403 for anyone else); the client identity and the pinned CAS are the usual ones.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use veil_client::{CliConfig, Connection, Method, config_path, encode_path, load_identity};
+
+/// Arguments of `veil cas register-node`.
+#[derive(clap::Args, Debug)]
+pub struct RegisterNodeArgs {
+    /// Expected key hash of the node key (checked against the key; the LAS prints it as
+    /// `LAS node key hash: …`).
+    #[arg(value_name = "KEYHASH")]
+    pub key_hash: Option<String>,
+    /// The node id the LAS signs its evidence with.
+    #[arg(long, value_name = "NAME")]
+    pub node_id: String,
+    /// The node's public key: PEM `PUBLIC KEY`, a PEM certificate, or hex of the DER SPKI.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "spki_hex",
+        required_unless_present = "spki_hex"
+    )]
+    pub node_key_file: Option<PathBuf>,
+    /// The node's public key as hex of its DER SubjectPublicKeyInfo.
+    #[arg(long, value_name = "HEX")]
+    pub spki_hex: Option<String>,
+    /// The pinned CAS (name or address; default: the default CAS).
+    #[arg(long, value_name = "NAME")]
+    pub cas: Option<String>,
+}
+
+/// Arguments of `veil cas revoke-node`.
+#[derive(clap::Args, Debug)]
+pub struct RevokeNodeArgs {
+    /// Key hash (or node id) of the registered node key.
+    #[arg(value_name = "KEYHASH|NODE_ID")]
+    pub node: String,
+    /// The pinned CAS (name or address; default: the default CAS).
+    #[arg(long, value_name = "NAME")]
+    pub cas: Option<String>,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn connect(cas: Option<&str>) -> anyhow::Result<Connection> {
+    let identity = load_identity(None)?;
+    let cfg = CliConfig::load(&config_path())?;
+    let (name, pinned) = cfg.get(cas)?;
+    Ok(Connection::connect(
+        &name,
+        &pinned.address,
+        Some(&pinned.key_hash),
+        Some(&identity),
+    )
+    .await?)
+}
+
+/// `veil cas register-node`.
+pub fn register(a: RegisterNodeArgs) -> anyhow::Result<ExitCode> {
+    let spki = match (&a.node_key_file, &a.spki_hex) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the node key file {}", f.display()))?;
+            veil_cas::workload::nodes::parse_node_key(&text)
+                .with_context(|| format!("{}", f.display()))?
+        }
+        (None, Some(h)) => veil_cas::workload::nodes::parse_node_key(h).context("--spki-hex")?,
+        (None, None) => bail!("give the node key with --node-key-file FILE or --spki-hex HEX"),
+    };
+    let body = serde_json::json!({
+        "node_id": a.node_id,
+        "spki_hex": hex_of(&spki),
+        "key_hash": a.key_hash,
+    });
+    let rt = runtime()?;
+    let v = rt.block_on(async {
+        let mut c = connect(a.cas.as_deref()).await?;
+        let ans = c
+            .request(
+                Method::POST,
+                veil_cas::workload::NODES_PATH,
+                Some(serde_json::to_vec(&body)?),
+            )
+            .await?;
+        Ok::<_, anyhow::Error>(ans.json()?)
+    })?;
+    println!(
+        "registered node {} with key hash {}",
+        v["node_id"].as_str().unwrap_or_default(),
+        v["key_hash"].as_str().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `veil cas revoke-node`.
+pub fn revoke(a: RevokeNodeArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let v = rt.block_on(async {
+        let mut c = connect(a.cas.as_deref()).await?;
+        let path = format!(
+            "{}/{}",
+            veil_cas::workload::NODES_PATH,
+            encode_path(&a.node)
+        );
+        let ans = c.request(Method::DELETE, &path, None).await?;
+        Ok::<_, anyhow::Error>(ans.json()?)
+    })?;
+    println!("revoked node {}", v["node_id"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

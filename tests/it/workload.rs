@@ -581,3 +581,153 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .unwrap_err();
     assert_eq!(v["code"], "attestation_node_key_untrusted");
 }
+
+/// `veil envcas` (the real launcher) against the real CAS, in the `sim` tier.
+struct Envcas {
+    s: Setup,
+    home: tempfile::TempDir,
+    out: tempfile::TempDir,
+    session: String,
+}
+
+impl Envcas {
+    async fn new() -> Self {
+        let s = setup(&["--allow-sim-tier"], &[]).await;
+        let home = client_home(&s.cas, &s.owner);
+        let out = tempfile::tempdir().unwrap();
+        let mrenclave = String::from_utf8(
+            veil(home.path())
+                .env("SCONE_HASH", "1")
+                .arg("envcas")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        assert_eq!(mrenclave.len(), 64, "{mrenclave}");
+        // The example with its /work paths templated into a temp dir, and the program also
+        // printing SECRET_ENV.
+        let o = out.path().display().to_string();
+        let yaml = std::fs::read_to_string(crate::support::data("envcas-session.yaml"))
+            .unwrap()
+            .replace("/work/out", &format!("{o}/out"))
+            .replace(
+                &format!("cat {o}/out1'"),
+                &format!("cat {o}/out1; echo; printenv SECRET_ENV'"),
+            );
+        let file = out.path().join("session.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let session = "envcas-example".to_string();
+        let o = veil(home.path())
+            .args(["session", "create", "-e"])
+            .arg(format!("SESSION={session}"))
+            .arg("-e")
+            .arg(format!("MRENCLAVE={mrenclave}"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Self {
+            s,
+            home,
+            out,
+            session,
+        }
+    }
+
+    fn run(&self, program: &Path, service: &str, extra: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new(program);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("HOME", self.home.path())
+            .env("VEIL_LOG", "warn")
+            .env("SCONE_CONFIG_ID", format!("{}/{service}", self.session))
+            .env("VEIL_CAS_ADDR", &self.s.cas.enclave)
+            .env("VEIL_CAS_KEY_HASH", &self.s.cas.key_hash)
+            .env("VEIL_MODE", "sim")
+            .arg("envcas")
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envcas_example_end_to_end() {
+    let e = Envcas::new().await;
+    let veil_bin = crate::support::veil_bin();
+    // Host arguments are ignored: the CAS's argv runs.
+    let o = e.run(&veil_bin, "envcas", &["-v", "/tmp/num"]);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{stdout}{stderr}");
+    // out1 ends with the newline of its YAML block, then `echo` adds one: skip empty lines.
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0].len(), 32, "{stdout}");
+    assert!(lines[0].chars().all(|c| c.is_ascii_graphic()), "{stdout}");
+    // SECRET_ENV is the same secret.
+    assert_eq!(lines[1], lines[0]);
+    let out2 = std::fs::read(e.out.path().join("out2")).unwrap();
+    assert!(
+        out2.len() == 64 || (out2.len() == 65 && out2[64] == b'\n'),
+        "{}",
+        out2.len()
+    );
+    // No generated secret in the launcher's own output.
+    assert!(!stderr.contains(lines[0]), "{stderr}");
+
+    // A modified launcher copy: SCONE's measurement error.
+    let copy = e.out.path().join("veil-modified");
+    let mut bytes = std::fs::read(&veil_bin).unwrap();
+    bytes.extend_from_slice(b"modified");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = e.run(&copy, "envcas", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Attestation failed"), "{err}");
+    assert!(
+        err.contains("Unexpected enclave measurement (MRENCLAVE, "),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(lines[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envcas_with_otp_end_to_end() {
+    let e = Envcas::new().await;
+    let veil_bin = crate::support::veil_bin();
+    let code = String::from_utf8(
+        veil(e.home.path())
+            .args(["otp", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let wrong = if code == "123456" { "654321" } else { "123456" };
+    let o = e.run(&veil_bin, &format!("with_otp@{wrong}"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("The given One-time Password is invalid"),
+        "{err}"
+    );
+    let o = e.run(&veil_bin, &format!("with_otp@{code}"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = e.run(&veil_bin, &format!("with_otp@{code}"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("A One-time Password was already used within this time-step"),
+        "{err}"
+    );
+}

@@ -235,7 +235,14 @@ fn update_race_history_and_cli_errors() {
     let f = a.file("s.yaml", "name: racy\nversion: \"0.3.10\"\n");
     let err = a.fails(&["session", "create", &f]);
     assert!(err.contains("veil cas attest"), "{err}");
+    let err = a.fails(&["cas", "attest", &cas.api]);
+    assert!(err.contains("--key-hash"), "{err}");
     a.attest(&cas);
+    let listed = a.ok(&["cas", "list"]);
+    assert_eq!(listed, format!("* {}: https://{}/\n", cas.api, cas.api));
+    a.ok(&["cas", "set-default", &cas.api]);
+    let shown = a.ok(&["cas", "show-identification", "--cas", &cas.api]);
+    assert_eq!(shown.trim(), cas.key_hash);
     let h1 = hash_of(&a.ok(&["session", "create", &f]));
     // CLI error: missing predecessor on a name that exists.
     let err = a.fails(&["session", "create", &f]);

@@ -180,7 +180,22 @@ fn identities_access_policy_any_none() {
     assert_ne!(a.key_hash(), b_hash);
 
     let ns = a.file("ns.yaml", "name: team\nversion: \"0.3.10\"\n");
-    hash_of(&a.ok(&["session", "create", &ns]));
+    let ns_hash = hash_of(&a.ok(&["session", "create", &ns]));
+    // namespace_hash must name the namespace's active version.
+    let pinned = a.file(
+        "pinned.yaml",
+        &format!(
+            "name: team/pinned\nversion: \"0.3.10\"\nnamespace_hash: {}\n",
+            "ab".repeat(32)
+        ),
+    );
+    let err = a.fails(&["session", "create", &pinned]);
+    assert!(err.contains("namespace_hash"), "{err}");
+    let pinned = a.file(
+        "pinned.yaml",
+        &format!("name: team/pinned\nversion: \"0.3.10\"\nnamespace_hash: {ns_hash}\n"),
+    );
+    hash_of(&a.ok(&["session", "create", &pinned]));
     // B cannot create in A's namespace: it may not even see it.
     let child = "name: team/app\nversion: \"0.3.10\"\n";
     let bf = b.file("child.yaml", child);
@@ -209,7 +224,10 @@ fn identities_access_policy_any_none() {
     assert!(err.contains("update"), "{err}");
     // list: A sees both, B sees what it may read.
     let la = a.ok(&["session", "list"]);
-    assert!(la.contains("team\n") && la.contains("team/app"), "{la}");
+    assert!(
+        la.contains("team\n") && la.contains("team/app") && la.contains("team/pinned"),
+        "{la}"
+    );
     let lb = b.ok(&["session", "list"]);
     assert_eq!(lb.trim(), "team/app");
 

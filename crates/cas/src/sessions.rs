@@ -254,6 +254,7 @@ impl Sessions {
             }
         };
         let values = self.materialize(&session, &hash, previous.as_deref())?;
+        self.check_namespace_hash(&session)?;
         let sealed_secrets = serde_json::to_vec(&values).map_err(|e| {
             tracing::error!(error = %e, "secret values do not serialize");
             ApiError::Internal
@@ -423,6 +424,29 @@ impl Sessions {
                 ])
             },
         )
+    }
+
+    /// `namespace_hash` (reference §2.6): when present, the session's namespace must exist and
+    /// its active version must have this hash.
+    fn check_namespace_hash(&self, session: &Session) -> Result<(), ApiError> {
+        let Some(want) = &session.namespace_hash else {
+            return Ok(());
+        };
+        let outer = format!("Cannot accept session '{}'", session.name);
+        let Some(ns) = parent(&session.name) else {
+            return Err(ApiError::InvalidSession(vec![
+                outer,
+                "`namespace_hash` is set, but the session name has no namespace (no `/`)".into(),
+            ]));
+        };
+        let current = self.current(ns)?.map(|l| l.hash.clone());
+        if current.as_deref() != Some(want.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::Stale(vec![
+                outer,
+                format!("`namespace_hash` {want} is not the active version of namespace '{ns}'"),
+            ]));
+        }
+        Ok(())
     }
 
     /// Public values of session `name` (no client certificate needed): all `export_public`

@@ -592,7 +592,11 @@ struct Envcas {
 
 impl Envcas {
     async fn new() -> Self {
-        let s = setup(&["--allow-sim-tier"], &[]).await;
+        Self::with_cas_flags(&["--allow-sim-tier"]).await
+    }
+
+    async fn with_cas_flags(flags: &[&str]) -> Self {
+        let s = setup(flags, &[]).await;
         let home = client_home(&s.cas, &s.owner);
         let out = tempfile::tempdir().unwrap();
         let mrenclave = String::from_utf8(
@@ -638,6 +642,16 @@ impl Envcas {
     }
 
     fn run(&self, program: &Path, service: &str, extra: &[&str]) -> std::process::Output {
+        self.run_with(program, service, extra, &[("VEIL_MODE", "sim")])
+    }
+
+    fn run_with(
+        &self,
+        program: &Path,
+        service: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> std::process::Output {
         let mut c = std::process::Command::new(program);
         for (k, _) in std::env::vars() {
             if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
@@ -649,7 +663,7 @@ impl Envcas {
             .env("SCONE_CONFIG_ID", format!("{}/{service}", self.session))
             .env("VEIL_CAS_ADDR", &self.s.cas.enclave)
             .env("VEIL_CAS_KEY_HASH", &self.s.cas.key_hash)
-            .env("VEIL_MODE", "sim")
+            .envs(envs.iter().copied())
             .arg("envcas")
             .args(extra)
             .output()
@@ -728,6 +742,119 @@ async fn envcas_with_otp_end_to_end() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("A One-time Password was already used within this time-step"),
+        "{err}"
+    );
+}
+
+/// A `veil las serve` process; killed on drop.
+struct Las {
+    child: Child,
+    socket: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Las {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_las(home: &Path, node_id: &str) -> Las {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/las.sock");
+    let data_dir = dir.path().join("data");
+    let mut child = veil(home)
+        .args([
+            "las",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            node_id,
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut listening = false;
+    for line in std::io::BufReader::new(out).lines() {
+        if line.unwrap().starts_with("LAS is listening on ") {
+            listening = true;
+            break;
+        }
+    }
+    assert!(listening, "the LAS did not start");
+    Las {
+        child,
+        socket,
+        data_dir,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envcas_node_tier_end_to_end() {
+    // No --allow-sim-tier: only the node tier can succeed.
+    let e = Envcas::with_cas_flags(&[]).await;
+    let las = start_las(e.home.path(), "node-e2e");
+    let node = veil_las::key::NodeKey::load_or_create(&las.data_dir).unwrap();
+    let socket = las.socket.display().to_string();
+    let node_env = [("VEIL_MODE", "node"), ("VEIL_LAS_SOCKET", socket.as_str())];
+    let veil_bin = crate::support::veil_bin();
+    // Unregistered node key: refused.
+    let o = e.run_with(&veil_bin, "envcas", &[], &node_env);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Attestation failed"), "{err}");
+    assert!(err.contains("is not registered with this CAS"), "{err}");
+    // The sim tier is refused by this CAS.
+    let o = e.run(&veil_bin, "envcas", &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tier is disabled"));
+    // Registered by the owner: works.
+    let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
+    let o = veil(e.home.path())
+        .args([
+            "cas",
+            "register-node",
+            &node.key_hash(),
+            "--node-id",
+            "node-e2e",
+            "--spki-hex",
+            &spki_hex,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = e.run_with(&veil_bin, "envcas", &["-v", "/tmp/num"], &node_env);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0].len(), 32);
+    // A modified launcher copy: the LAS hashes the copy, the CAS refuses the measurement.
+    let copy = e.out.path().join("veil-modified-node");
+    let mut bytes = std::fs::read(&veil_bin).unwrap();
+    bytes.extend_from_slice(b"modified");
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = e.run_with(&copy, "envcas", &[], &node_env);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Unexpected enclave measurement (MRENCLAVE, "),
         "{err}"
     );
 }

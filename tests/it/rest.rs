@@ -415,6 +415,8 @@ fn bad_input_gets_clear_4xx() {
         "/v1/sessions/{name}",
         "/healthz",
         "/metrics",
+        "/v1/values/session={name}",
+        "/v1/values/session={name},secret={secret}",
     ] {
         assert!(doc["paths"][p].is_object(), "OpenAPI lacks {p}");
     }

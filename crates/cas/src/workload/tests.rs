@@ -511,3 +511,19 @@ async fn node_tier_uses_registered_keys() {
         "owner_required"
     );
 }
+
+#[test]
+fn openapi_documents_the_workload_routes() {
+    let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI_JSON).unwrap();
+    for p in [
+        NONCE_PATH,
+        ATTEST_PATH,
+        TAGS_PATH,
+        HEARTBEAT_PATH,
+        EXIT_PATH,
+        NODES_PATH,
+    ] {
+        assert!(doc["paths"][p]["post"].is_object(), "{p}");
+    }
+    assert!(doc["paths"]["/v1/nodes/{key_hash}"]["delete"].is_object());
+}

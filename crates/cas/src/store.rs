@@ -735,6 +735,24 @@ mod tests {
     }
 
     #[test]
+    fn db_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let k = generate_db_key(&p).unwrap();
+        assert_eq!(read_db_key(&p).unwrap(), k);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&p, "abcd\n").unwrap();
+        let e = read_db_key(&p).unwrap_err().to_string();
+        assert!(e.contains("64 hex"), "{e}");
+        std::fs::write(&p, "zz".repeat(32)).unwrap();
+        assert!(read_db_key(&p).is_err());
+    }
+
+    #[test]
     fn sealed_records_are_bound_to_table_and_key() {
         let s = Sealer::new(&[1u8; 32]).unwrap();
         let sealed = s.seal("versions", b"a", b"secret text").unwrap();

@@ -277,6 +277,22 @@ async fn otp_valid_replay_wrong_missing() {
             .await
             .unwrap_err();
     assert_eq!(err.code, "otp_already_used");
+    // The replay state survives a restart (a new workload state over the same store).
+    let w2 = Workload::new(e.store.clone(), true, Arc::new(vec![])).unwrap();
+    let (nonce, _) = w2.nonces.issue("p", UnixTime::now()).unwrap();
+    let mut req = sim_request(&e, &l, &format!("s/app@{code}"));
+    req.nonce = nonce;
+    if let Evidence::Sim(sim) = &mut req.evidence {
+        *sim = SimEvidence::new(
+            launcher(),
+            target(),
+            ReportData::bind(&nonce, l.id.spki_der()),
+        );
+    }
+    assert_eq!(
+        w2.attest(&l.peer, req).await.unwrap_err().code,
+        "otp_already_used"
+    );
     // The OTP is checked only after the measurement: a wrong program with a wrong code gets
     // the measurement error and does not count as an OTP failure.
     let mut req = sim_request(&e, &l, &format!("s/app@{wrong}"));

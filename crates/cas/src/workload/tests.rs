@@ -543,3 +543,56 @@ fn openapi_documents_the_workload_routes() {
     }
     assert!(doc["paths"]["/v1/nodes/{key_hash}"]["delete"].is_object());
 }
+
+#[tokio::test]
+async fn code_region_tags() {
+    let e = env(true);
+    let fspf_key = "ab".repeat(32);
+    let yaml = session_yaml(DEBUG).replace(
+        "    pwd: /\n",
+        &format!(
+            "    pwd: /\n    fspf_path: /fspf/fs.fspf\n    fspf_key: {fspf_key}\n    fspf_tag: {TAG_A}\n"
+        ),
+    );
+    upload(&e, &yaml).await;
+    let l = launcher_conn();
+    let cfg =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    let code = cfg.code_region.clone().unwrap();
+    assert_eq!(code.fspf_path, "/fspf/fs.fspf");
+    assert_eq!(code.fspf_key, fspf_key);
+    assert_eq!(code.fspf_tag.as_deref(), Some(TAG_A));
+    assert_eq!(
+        code.update_policy,
+        UpdatePolicy::RollbackProtectedReinitializable
+    );
+    let upd = |old: Option<&str>, new: &str| TagUpdateRequest {
+        instance_token: cfg.instance_token.clone(),
+        volume: String::new(),
+        old_tag: old.map(String::from),
+        new_tag: new.into(),
+    };
+    // The initial tag is in force until something is recorded.
+    assert_eq!(
+        e.w.update_tag(upd(None, TAG_B)).await.unwrap_err().code,
+        "volume_tag_mismatch"
+    );
+    e.w.update_tag(upd(Some(TAG_A), TAG_B)).await.unwrap();
+    // Reinitializable: back to the initial tag is allowed whatever the old tag.
+    e.w.update_tag(upd(Some(TAG_B), TAG_A)).await.unwrap();
+    let c = "cccccccccccccccccccccccccccccccc";
+    e.w.update_tag(upd(Some(TAG_A), c)).await.unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token.clone(),
+        status: 0,
+    })
+    .await
+    .unwrap();
+    let cfg2 =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    assert_eq!(cfg2.code_region.unwrap().fspf_tag.as_deref(), Some(c));
+}

@@ -1251,3 +1251,53 @@ fn nix_kill(pid: u32) {
         .arg(pid.to_string())
         .status();
 }
+
+/// A sink that refuses every tag (the CAS is unreachable).
+struct RefusingSink;
+
+impl veil_shield::TagSink for RefusingSink {
+    fn record(&mut self, _tag: &Tag) -> Result<(), String> {
+        Err("CAS unreachable".into())
+    }
+}
+
+#[test]
+fn fuse_fsync_fails_with_eio_when_the_tag_cannot_be_recorded() {
+    if let Some(why) = fuse_available() {
+        eprintln!("SKIPPED fuse_fsync_fails_with_eio_when_the_tag_cannot_be_recorded: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("V1");
+    let (mut v, t0) = veil_shield::create(&dir, &key(), &id(), opts()).unwrap();
+    v.ack(t0).unwrap();
+    v.write_file("/num", b"1", 0o644).unwrap();
+    let t1 = commit_ack(&mut v);
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let m = veil_shield::fuse::mount(
+        v,
+        &mnt,
+        Box::new(RefusingSink),
+        veil_shield::fuse::MountOptions::default(),
+    )
+    .unwrap();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(mnt.join("num"))
+        .unwrap();
+    use std::io::Write;
+    f.write_all(b"2").unwrap();
+    let e = f.sync_all().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc_eio()), "{e}");
+    drop(f);
+    let r = m.unmount();
+    assert!(r.is_err(), "the final commit cannot be recorded either");
+    // The recorded tag still opens, with the recorded content.
+    assert_eq!(open_ro(&dir, t1).unwrap().read_file("/num").unwrap(), b"1");
+}
+
+fn libc_eio() -> i32 {
+    5
+}

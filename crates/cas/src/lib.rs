@@ -12,10 +12,12 @@
 //! - [`error`]: the single mapping of errors to HTTP status + `{"code","msg"}`.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`config`]: the `cas.toml` file.
+//! - [`audit`]: the signed, hash-chained audit log and the DB-rollback check against it.
 //!
 //! Invariants: the CAS never returns a generated secret to a session client; a write is answered
 //! only after its transaction is durable; a record that fails authentication is never returned.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -66,6 +68,12 @@ pub enum CasError {
     /// The configuration file is invalid.
     #[error("{0}")]
     Config(String),
+    /// The audit log cannot be read, continued or signed.
+    #[error("audit log: {0}")]
+    Audit(String),
+    /// The database is behind the audit log (restored or rolled back).
+    #[error("CAS database rollback detected: {0}")]
+    RolledBack(String),
 }
 
 /// Load `<data_dir>/cas-identity.pem` or create it (P-256, SANs `alt_names`).

@@ -275,6 +275,14 @@ async fn get_session(
     }
     let hash = hash.map(|h| h.to_ascii_lowercase());
     let (session, hash) = st.sessions.read(&peer, &name, hash.as_deref())?;
+    st.sessions
+        .store()
+        .audit(vec![veil_audit::Event::SessionRead {
+            session: name.clone(),
+            hash: hash.clone(),
+            by: peer.key_hash.clone(),
+        }])
+        .await?;
     Ok(axum::Json(serde_json::json!({ "session": session, "hash": hash })).into_response())
 }
 
@@ -425,6 +433,26 @@ pub struct Running {
     pub key_hash: String,
     /// The server tasks (they run until aborted or the runtime ends).
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: crate::store::Store,
+}
+
+impl Running {
+    /// Graceful stop: stop accepting connections, then append `cas_stopped` with the DB
+    /// counter to the audit log and close it. Requests still in flight after this get an
+    /// error instead of an unaudited answer.
+    pub async fn stop(self) -> Result<(), CasError> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let store = self.store;
+        let Some(audit) = store.audit_log() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || audit.close(store.counter()))
+            .await
+            .map_err(|e| CasError::Audit(e.to_string()))?
+            .map_err(|e| CasError::Audit(e.to_string()))
+    }
 }
 
 /// Open the store, load or create the CAS identity, bind both ports, write `ports.json` and
@@ -439,13 +467,15 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
     let db_key = crate::db_key(&opts)?;
     let db_path = opts.data_dir.join("cas.redb");
     let store = crate::store::Store::open(&db_path, &db_key)?;
+    let audit = crate::audit::Audit::open(&opts.data_dir, &identity, store.counter())?;
+    store.set_audit(Arc::new(audit));
     let workload = crate::workload::Workload::new(
         store.clone(),
         opts.allow_sim,
         Arc::new(opts.owners.clone()),
     )?;
     let state = AppState {
-        sessions: Sessions::new(store),
+        sessions: Sessions::new(store.clone()),
         metrics: Arc::default(),
         key_hash: key_hash.clone(),
         owners: Arc::new(opts.owners.clone()),
@@ -497,6 +527,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
         enclave_addr,
         key_hash,
         tasks,
+        store,
     })
 }
 

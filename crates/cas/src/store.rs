@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The commit of a batch failed; nothing of it was written.
     #[error("database commit failed: {0}")]
     Commit(String),
+    /// The audit entries of a (committed) operation could not be made durable.
+    #[error("audit log write failed: {0}")]
+    Audit(String),
     /// The writer thread is gone.
     #[error("the database writer stopped")]
     WriterGone,
@@ -261,6 +264,7 @@ struct Inner {
     sessions: Arc<AtomicU64>,
     counter: Arc<AtomicU64>,
     path: PathBuf,
+    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
 }
 
 impl Store {
@@ -295,6 +299,7 @@ impl Store {
                 sessions,
                 counter,
                 path: path.to_path_buf(),
+                audit: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -312,6 +317,34 @@ impl Store {
     /// The monotonic counter (number of committed operations).
     pub fn counter(&self) -> u64 {
         self.inner.counter.load(Ordering::Relaxed)
+    }
+
+    /// Attach the audit log; [`Store::audit`] writes to it from then on (once per store).
+    pub fn set_audit(&self, audit: Arc<crate::audit::Audit>) {
+        if self.inner.audit.set(audit).is_err() {
+            tracing::warn!("the audit log was already attached");
+        }
+    }
+
+    /// The attached audit log, if any.
+    pub fn audit_log(&self) -> Option<Arc<crate::audit::Audit>> {
+        self.inner.audit.get().cloned()
+    }
+
+    /// Append `events` to the audit log as one group, durable (fsynced) when this returns.
+    /// Without an attached log (unit tests of other parts) this does nothing.
+    pub async fn audit(&self, events: Vec<veil_audit::Event>) -> Result<(), StoreError> {
+        let Some(a) = self.inner.audit.get().cloned() else {
+            return Ok(());
+        };
+        match tokio::task::spawn_blocking(move || a.record_blocking(events)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit log write failed");
+                Err(StoreError::Audit(e.to_string()))
+            }
+            Err(e) => Err(StoreError::Audit(e.to_string())),
+        }
     }
 
     /// The active version pointer of `name`.

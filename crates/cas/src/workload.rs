@@ -385,6 +385,7 @@ impl Workload {
     async fn check_otp(
         &self,
         session: &str,
+        service: &str,
         secret: String,
         code: String,
     ) -> Result<(), WorkloadError> {
@@ -393,7 +394,7 @@ impl Workload {
         key.extend_from_slice(b"otp:");
         key.extend_from_slice(&veil_attest::Digest32::of(secret.as_bytes()).0);
         let store = self.store.clone();
-        blocking(move || {
+        let result = blocking(move || {
             for _ in 0..8 {
                 let raw = store.kv_get(OTP_TABLE, &key)?;
                 let mut state: OtpState = match &raw {
@@ -408,14 +409,37 @@ impl Workload {
                         if let Err(OtpError::LockedOut { started: true, .. }) = &result {
                             tracing::warn!("OTP lockout started after repeated wrong codes");
                         }
-                        return result.map_err(|e| WorkloadError::otp(&e));
+                        return Ok(result);
                     }
                     Err(_) => continue,
                 }
             }
             Err(internal("OTP state", "too much contention"))
         })
-        .await
+        .await?;
+        let failure = || veil_audit::Event::OtpFailure {
+            session: session.to_string(),
+            service: service.to_string(),
+        };
+        let events = match &result {
+            Err(OtpError::Invalid) => vec![failure()],
+            Err(OtpError::LockedOut {
+                started: true,
+                until,
+            }) => vec![
+                failure(),
+                veil_audit::Event::OtpLockout {
+                    session: session.to_string(),
+                    service: service.to_string(),
+                    until: *until,
+                },
+            ],
+            _ => Vec::new(),
+        };
+        if !events.is_empty() {
+            self.store.audit(events).await?;
+        }
+        result.map_err(|e| WorkloadError::otp(&e))
     }
 
     async fn volume_key(
@@ -528,7 +552,7 @@ impl Workload {
                 ));
             }
             (Some(secret), Some(code)) => {
-                self.check_otp(session_name, secret, code.to_string())
+                self.check_otp(session_name, service_name, secret, code.to_string())
                     .await?;
             }
         }
@@ -655,6 +679,14 @@ impl Workload {
             node = ?result.claims.node_id,
             "service attested"
         );
+        self.store
+            .audit(vec![veil_audit::Event::ServiceAttested {
+                session: session_name.to_string(),
+                service: service_name.to_string(),
+                tier: result.tier.as_str().to_string(),
+                measurement: result.claims.measurement.to_string(),
+            }])
+            .await?;
         Ok(ConfigResponse {
             argv: plan.argv,
             env: plan.env,
@@ -761,6 +793,13 @@ impl Workload {
                 ));
             }
             tracing::info!(volume = %req.volume, tag = %req.new_tag, "volume tag updated");
+            self.store
+                .audit(vec![veil_audit::Event::VolumeTagUpdated {
+                    session: inst.session.clone(),
+                    volume: req.volume.clone(),
+                    tag: req.new_tag.clone(),
+                }])
+                .await?;
         }
         Ok(TagUpdateResponse { tag: req.new_tag })
     }
@@ -884,8 +923,25 @@ async fn attest_route(
     body: Body,
 ) -> Result<Response, WorkloadError> {
     let req: AttestRequest = read_json(body, ATTESTATION_FAILED).await?;
-    let cfg = w.attest(&peer, req).await?;
-    Ok(json(StatusCode::OK, &cfg))
+    // Names only: the config id's `@<otp>` suffix is not recorded.
+    let (session, service) = match parse_config_id(&req.config_id) {
+        Ok((session, service, _)) => (session.to_string(), service.to_string()),
+        Err(_) => (String::new(), String::new()),
+    };
+    match w.attest(&peer, req).await {
+        Ok(cfg) => Ok(json(StatusCode::OK, &cfg)),
+        Err(e) => {
+            let reason = format!("{}: {}", e.code, e.msg.join(": "));
+            w.store
+                .audit(vec![veil_audit::Event::AttestationRefused {
+                    session,
+                    service,
+                    reason,
+                }])
+                .await?;
+            Err(e)
+        }
+    }
 }
 
 async fn tags_route(
@@ -974,6 +1030,12 @@ async fn register_node_route(
     })
     .await?;
     tracing::info!(node_id = %req.node_id, key_hash = %key_hash, owner = %peer.key_hash, "node key registered");
+    w.store
+        .audit(vec![veil_audit::Event::OwnerAction {
+            action: format!("node registered: {} ({key_hash})", req.node_id),
+            by: peer.key_hash.clone(),
+        }])
+        .await?;
     Ok(json(
         StatusCode::CREATED,
         &serde_json::json!({ "node_id": req.node_id, "key_hash": key_hash }),
@@ -1031,6 +1093,12 @@ async fn revoke_node_route(
     })
     .await?;
     tracing::info!(node_id = %node_id, owner = %peer.key_hash, "node key revoked");
+    w.store
+        .audit(vec![veil_audit::Event::OwnerAction {
+            action: format!("node revoked: {node_id} ({key_hash})"),
+            by: peer.key_hash.clone(),
+        }])
+        .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "node_id": node_id, "revoked": true }),

@@ -248,8 +248,28 @@ pub struct Plan {
     pub volumes: Vec<VolumePlan>,
 }
 
-fn is_key_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// A 256-bit key field (`fspf_key`): 64 hex characters or one placeholder of a `binary`
+/// secret (`$$SCONE::k$$`, `:bin`, `:hex`), as SCONE documents; returned as 64 lowercase hex.
+fn key_field(
+    field: impl Fn() -> String,
+    text: &str,
+    values: &SecretValues,
+) -> Result<String, BuildError> {
+    let key =
+        veil_secrets::binary_key(&field(), text, values).map_err(|source| BuildError::Expand {
+            field: field(),
+            source,
+        })?;
+    if key.len() != 32 {
+        return Err(BuildError::Invalid {
+            field: field(),
+            msg: format!(
+                "expected a 256-bit key (32 bytes, 64 hex characters), got {} bytes",
+                key.len()
+            ),
+        });
+    }
+    Ok(hex::encode(key))
 }
 
 fn check_tag(field: impl Fn() -> String, t: &Option<String>) -> Result<(), BuildError> {
@@ -271,7 +291,7 @@ fn policy_of(p: veil_policy::UpdatePolicy) -> UpdatePolicy {
 }
 
 /// Build the plan of `service`: placeholders expanded per context (arguments, environment,
-/// files; `fspf_key` and volume keys as configuration).
+/// files; `fspf_key` and volume keys as binary keys, see `veil_secrets::binary_key`).
 pub fn plan(
     session: &Session,
     service: &Service,
@@ -353,14 +373,7 @@ pub fn plan(
                 None => None,
                 Some(k) => {
                     let kf = || format!("volumes[{}].fspf_key", def.name);
-                    let k = expand(kf, k, values, Context::Config)?;
-                    if !is_key_hex(&k) {
-                        return Err(BuildError::Invalid {
-                            field: kf(),
-                            msg: "expected 64 hex characters (a 256-bit key)".into(),
-                        });
-                    }
-                    Some(k.to_ascii_lowercase())
+                    Some(key_field(kf, k, values)?)
                 }
             };
             check_tag(|| format!("volumes[{}].fspf_tag", def.name), &def.fspf_tag)?;
@@ -384,17 +397,11 @@ pub fn plan(
                     field: kf(),
                     msg: "`fspf_path` is set but `fspf_key` is missing".into(),
                 })?;
-            let key = expand(kf, raw, values, Context::Config)?;
-            if !is_key_hex(&key) {
-                return Err(BuildError::Invalid {
-                    field: kf(),
-                    msg: "expected 64 hex characters (a 256-bit key)".into(),
-                });
-            }
+            let key = key_field(kf, raw, values)?;
             check_tag(|| format!("services[{svc}].fspf_tag"), &service.fspf_tag)?;
             Some(CodePlan {
                 fspf_path: path.clone(),
-                fspf_key: key.to_ascii_lowercase(),
+                fspf_key: key,
                 initial_tag: service.fspf_tag.clone(),
                 policy: match service.fspf_update_policy {
                     Some(veil_policy::FspfUpdatePolicy::NoRollbackProtection) => {
@@ -486,6 +493,56 @@ mod tests {
         let tp = tier_policy(&s);
         assert_eq!(tp.mode, AttestationMode::Hardware);
         assert!(!tp.tolerates_debug_mode);
+    }
+
+    #[test]
+    fn fspf_key_takes_a_raw_binary_secret() {
+        let mut v = values();
+        let key: Vec<u8> = (0u8..32).collect();
+        v.0.insert(
+            "k".to_string(),
+            StoredSecret {
+                kind: Kind::Binary,
+                value: SecretMaterial::Bytes(key.clone()),
+                generated: true,
+                created_at: 0,
+                not_after: None,
+            },
+        );
+        for spelling in ["$$SCONE::k$$", "$$SCONE::k:bin$$", "$$SCONE::k:hex$$"] {
+            let mut s = session("");
+            s.services[0].fspf_path = Some("/fspf/fs.fspf".into());
+            s.services[0].fspf_key = Some(spelling.into());
+            let svc = find_service(&s, "app").unwrap();
+            let p = plan(&s, svc, &v).unwrap();
+            assert_eq!(
+                p.code_region.unwrap().fspf_key,
+                hex::encode(&key),
+                "{spelling}"
+            );
+        }
+        // Explicit hex still works (upper case normalised).
+        let mut s = session("");
+        s.services[0].fspf_path = Some("/fspf/fs.fspf".into());
+        s.services[0].fspf_key = Some("AB".repeat(32));
+        let svc = find_service(&s, "app").unwrap();
+        assert_eq!(
+            plan(&s, svc, &v).unwrap().code_region.unwrap().fspf_key,
+            "ab".repeat(32)
+        );
+        // A 4-byte binary secret is refused, naming the field but not the value.
+        s.services[0].fspf_key = Some("$$SCONE::bin$$".into());
+        let svc = find_service(&s, "app").unwrap();
+        let err = plan(&s, svc, &v).err().unwrap().to_string();
+        assert!(err.contains("services[app].fspf_key"), "{err}");
+        assert!(err.contains("4 bytes"), "{err}");
+        assert!(!err.contains("000102ff"), "{err}");
+        // An ascii secret is not a binary key.
+        s.services[0].fspf_key = Some("$$SCONE::pw$$".into());
+        let svc = find_service(&s, "app").unwrap();
+        let err = plan(&s, svc, &v).err().unwrap().to_string();
+        assert!(err.contains("fspf_key"), "{err}");
+        assert!(!err.contains("s3cr3tpw"), "{err}");
     }
 
     #[test]

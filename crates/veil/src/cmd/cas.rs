@@ -160,6 +160,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
         tracing::info!("CAS stopping");
+        running.stop().await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,6 +1,7 @@
 //! veil's integration tests: one binary, one module per area. They drive the real `veil` binary
 //! (and real CAS/LAS processes) the way a user would; servers listen on 127.0.0.1 port 0.
 
+mod audit;
 mod cas;
 mod policy;
 mod rest;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod cas;
+mod counter;
 mod policy;
 mod rest;
 mod run;

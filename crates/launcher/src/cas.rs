@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use veil_attest::protocol::{
     ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ErrorBody, ExitRequest, NONCE_PATH,
-    NonceRequest, NonceResponse,
+    NonceRequest, NonceResponse, TAGS_PATH, TagUpdateRequest, TagUpdateResponse,
 };
 use veil_attest::{Evidence, ReportData, Tier};
 use veil_identity::Identity;
@@ -23,6 +23,8 @@ use veil_identity::Identity;
 use crate::error::{LauncherError, err};
 
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// The CAS's lease renewal route (`{"instance_token"}` → `{"lease_ttl_ms"}`).
+pub const HEARTBEAT_PATH: &str = "/v1/workload/heartbeat";
 const CHANNEL: &str = "Failed to establish an encrypted channel to CAS";
 
 /// Where and how to reach the CAS.
@@ -176,28 +178,79 @@ pub fn attest(
     result
 }
 
+/// One request on a fresh connection with a fresh ephemeral key (tag updates, heartbeats,
+/// the exit report: the instance token authorises them, not the connection).
+fn one_shot<Req: Serialize, Resp: DeserializeOwned>(
+    target: &CasTarget,
+    path: &str,
+    body: &Req,
+    outer: &str,
+) -> Result<Resp, LauncherError> {
+    let identity =
+        Identity::generate("veil-launcher", &[]).map_err(|e| err("Cannot create a TLS key", e))?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let mut sender = connect(target, &identity).await?;
+        post(&mut sender, path, body, outer).await
+    });
+    drop(rt);
+    result
+}
+
+/// Record `new_tag` for `volume` by compare-and-swap from `old_tag` (`None` = first use).
+/// Returns only once the CAS has stored it durably (decision 2).
+pub fn update_tag(
+    target: &CasTarget,
+    instance_token: &str,
+    volume: &str,
+    old_tag: Option<&str>,
+    new_tag: &str,
+) -> Result<(), LauncherError> {
+    let outer = format!("Failed to record the tag of volume {volume} in CAS");
+    let r: TagUpdateResponse = one_shot(
+        target,
+        TAGS_PATH,
+        &TagUpdateRequest {
+            instance_token: instance_token.to_string(),
+            volume: volume.to_string(),
+            old_tag: old_tag.map(str::to_string),
+            new_tag: new_tag.to_string(),
+        },
+        &outer,
+    )?;
+    if r.tag != new_tag {
+        return Err(err(outer, format!("CAS recorded tag {} instead", r.tag)));
+    }
+    Ok(())
+}
+
+/// Renew the instance's volume leases.
+pub fn heartbeat(target: &CasTarget, instance_token: &str) -> Result<(), LauncherError> {
+    #[derive(Serialize)]
+    struct Heartbeat<'a> {
+        instance_token: &'a str,
+    }
+    let _: serde_json::Value = one_shot(
+        target,
+        HEARTBEAT_PATH,
+        &Heartbeat { instance_token },
+        "Failed to renew the volume leases in CAS",
+    )?;
+    Ok(())
+}
+
 /// Tell the CAS the program exited (best effort; failures are logged, not fatal).
 pub fn report_exit(target: &CasTarget, instance_token: &str, status: i32) {
-    let run = || -> Result<(), LauncherError> {
-        let identity = Identity::generate("veil-launcher", &[])
-            .map_err(|e| err("Cannot create a TLS key", e))?;
-        let rt = runtime()?;
-        rt.block_on(async {
-            let mut sender = connect(target, &identity).await?;
-            let _: serde_json::Value = post(
-                &mut sender,
-                EXIT_PATH,
-                &ExitRequest {
-                    instance_token: instance_token.to_string(),
-                    status,
-                },
-                "Failed to report the exit to CAS",
-            )
-            .await?;
-            Ok(())
-        })
-    };
-    if let Err(e) = run() {
+    let r: Result<serde_json::Value, _> = one_shot(
+        target,
+        EXIT_PATH,
+        &ExitRequest {
+            instance_token: instance_token.to_string(),
+            status,
+        },
+        "Failed to report the exit to CAS",
+    );
+    if let Err(e) = r {
         tracing::warn!("{e}");
     }
 }

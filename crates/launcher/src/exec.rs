@@ -77,6 +77,16 @@ fn check_path(p: &str) -> Result<(), LauncherError> {
     Ok(())
 }
 
+fn check_volume_path(name: &str, p: &str) -> Result<(), LauncherError> {
+    check_path(p).map_err(|e| {
+        LauncherError::new(
+            e.chain
+                .join(": ")
+                .replace("Injection file path", &format!("Path of volume {name}")),
+        )
+    })
+}
+
 /// Turn a CAS configuration into a [`Plan`]: expand `@@N` and `\@\@NAME`, check paths, and
 /// refuse what this launcher cannot honour yet.
 pub fn plan(
@@ -89,11 +99,15 @@ pub fn plan(
             "The service has a code region (fspf_path), which this launcher does not support yet",
         ));
     }
-    if let Some(v) = config.volumes.first() {
-        return Err(LauncherError::new(format!(
-            "The service has volume `{}`, and volumes are not supported by this launcher yet",
-            v.name
-        )));
+    let mut volume_paths = BTreeSet::new();
+    for v in &config.volumes {
+        check_volume_path(&v.name, &v.path)?;
+        if !volume_paths.insert(v.path.as_str()) {
+            return Err(LauncherError::new(format!(
+                "Volume path `{}` appears twice",
+                v.path
+            )));
+        }
     }
     let argv = expand_args(&config.argv, host_argv)?;
     if argv.is_empty() {
@@ -511,15 +525,21 @@ mod tests {
         let host_env: BTreeMap<String, String> = std::env::vars().collect();
         let sh = MeasuredProgram::open(Path::new("/bin/sh")).expect("open sh");
         let r = match &spec.envcas_config {
-            Some(p) => {
-                crate::run_config(&spec.config, &spec.host_argv, &host_env, None, Path::new(p))
-            }
+            Some(p) => crate::run_config(
+                &spec.config,
+                &spec.host_argv,
+                &host_env,
+                None,
+                Path::new(p),
+                None,
+            ),
             None => crate::run_config(
                 &spec.config,
                 &spec.host_argv,
                 &host_env,
                 Some(&sh),
                 Path::new("/nonexistent"),
+                None,
             ),
         };
         match r {
@@ -723,7 +743,10 @@ mod tests {
             tag: None,
             update_policy: veil_attest::protocol::UpdatePolicy::RollbackProtected,
         });
-        assert!(plan(&c, &[], &BTreeMap::new()).is_err());
+        assert!(plan(&c, &[], &BTreeMap::new()).is_ok());
+        c.volumes[0].path = "V1".into();
+        let e = plan(&c, &[], &BTreeMap::new()).expect_err("relative volume path");
+        assert!(e.to_string().contains("Path of volume V1"), "{e}");
         let cases = [
             ("relative", "is not absolute"),
             ("/a/../b", "`..`"),

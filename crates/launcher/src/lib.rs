@@ -8,6 +8,8 @@
 //! * [`cas`]: the TLS client of the workload API (pinned CAS key, ephemeral client key).
 //! * [`exec`]: private mount namespace, injection files, child process, signal forwarding.
 //! * [`envcas`]: the envcas configuration and file copies.
+//! * [`volumes`]: volumes in staged mode (open at the CAS's tag, tmpfs at their path, commit
+//!   and record the new tag in the CAS after the program exits).
 //!
 //! [`launch`] ties them together. Without a config id the program runs natively with the host's
 //! arguments and environment, like SCONE. There is deliberately no way to hand the launcher a
@@ -22,6 +24,7 @@ pub mod exec;
 pub mod program;
 pub mod settings;
 pub mod subst;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -193,31 +196,114 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
     let host_argv: Vec<String> = std::iter::once(name.clone().unwrap_or_else(|| "envcas".into()))
         .chain(inv.args.iter().cloned())
         .collect();
-    let status = run_config(
+    let vctx = if config.volumes.is_empty() {
+        None
+    } else {
+        Some(volumes::VolumeContext::from_env(
+            &inv.env,
+            cas_target.clone(),
+            &config_id,
+            &config.instance_token,
+        )?)
+    };
+    let result = run_config(
         &config,
         &host_argv,
         &inv.env,
         program.as_ref(),
         Path::new(envcas::ENVCAS_CONFIG),
-    )
-    .map_err(|e| e.context("Could not start the service with its configuration"))?;
-    cas::report_exit(&cas_target, &config.instance_token, status);
-    Ok(status)
+        vctx.as_ref(),
+    );
+    cas::report_exit(
+        &cas_target,
+        &config.instance_token,
+        *result.as_ref().unwrap_or(&1),
+    );
+    result
 }
 
-/// Apply a configuration that came from the attested CAS: plan, private namespace, files,
-/// then run `program` (or, for envcas, the program named in `envcas_config`).
+/// Apply a configuration that came from the attested CAS: plan, volumes, private namespace,
+/// files, then run `program` (or, for envcas, the program named in `envcas_config`); after it
+/// exits, write the volumes back and record their tags (a failure there is fatal).
 pub fn run_config(
     config: &veil_attest::protocol::ConfigResponse,
     host_argv: &[String],
     host_env: &BTreeMap<String, String>,
     program: Option<&program::MeasuredProgram>,
     envcas_config: &Path,
+    volumes: Option<&volumes::VolumeContext>,
 ) -> Result<i32, LauncherError> {
-    let plan = exec::plan(config, host_argv, host_env)?;
-    exec::enter_private_mount_namespace()?;
-    let placed = exec::place_files(&plan.files)?;
-    let result = (|| match program {
+    const START: &str = "Could not start the service with its configuration";
+    let plan = exec::plan(config, host_argv, host_env).map_err(|e| e.context(START))?;
+    let mut opened = Vec::new();
+    if !config.volumes.is_empty() {
+        let Some(ctx) = volumes else {
+            return Err(LauncherError::new(
+                "The service has volumes but no volume settings were given",
+            )
+            .context(START));
+        };
+        for g in &config.volumes {
+            opened.push(volumes::open_volume(ctx, g).map_err(|e| e.context(START))?);
+        }
+    }
+    exec::enter_private_mount_namespace().map_err(|e| e.context(START))?;
+    let unmount_all = |opened: Vec<volumes::OpenVolume>| {
+        for v in opened.into_iter().rev() {
+            v.unmount();
+        }
+    };
+    for i in 0..opened.len() {
+        if let Err(e) = opened[i].mount_staged() {
+            unmount_all(opened);
+            return Err(e.context(START));
+        }
+    }
+    let placed = match exec::place_files(&plan.files) {
+        Ok(p) => p,
+        Err(e) => {
+            unmount_all(opened);
+            return Err(e.context(START));
+        }
+    };
+    let heartbeat = match volumes {
+        Some(ctx) if !opened.is_empty() => match volumes::Heartbeat::start(ctx) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                placed.cleanup();
+                unmount_all(opened);
+                return Err(e.context(START));
+            }
+        },
+        _ => None,
+    };
+    let result = run_program(&plan, program, envcas_config).map_err(|e| e.context(START));
+    if let Some(h) = heartbeat {
+        h.stop();
+    }
+    placed.cleanup();
+    let mut saved = Ok(());
+    // Write back only what a program that ran may have changed.
+    if let (Some(ctx), Ok(_)) = (volumes, &result) {
+        for v in &mut opened {
+            if let Err(e) = v.write_back(ctx) {
+                saved = Err(e);
+                break;
+            }
+        }
+    }
+    unmount_all(opened);
+    let status = result?;
+    saved?;
+    Ok(status)
+}
+
+fn run_program(
+    plan: &exec::Plan,
+    program: Option<&program::MeasuredProgram>,
+    envcas_config: &Path,
+) -> Result<i32, LauncherError> {
+    match program {
         Some(p) => exec::spawn_and_wait(
             exec::ExecTarget::Fd {
                 file: &p.file,
@@ -239,9 +325,7 @@ pub fn run_config(
                 plan.pwd.as_deref(),
             )
         }
-    })();
-    placed.cleanup();
-    result
+    }
 }
 
 fn run_native(name: &str, path: &Path, args: &[String]) -> Result<i32, LauncherError> {

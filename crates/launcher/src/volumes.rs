@@ -1,0 +1,442 @@
+//! Volumes in staged mode (decisions 2, 4, 9).
+//!
+//! Backing store: `$VEIL_VOLUMES_DIR/<volume name>` (default `/var/lib/veil/volumes/<name>`).
+//! Volume id: (pinned CAS key hash, session name, volume name) — the CAS records tags by session
+//! name and volume, so the id survives session updates exactly as the recorded tag does.
+//!
+//! Before the program starts, each volume is opened at the tag the CAS holds:
+//! * no recorded tag and an empty or missing backing store: a new volume is created and its first
+//!   tag recorded in the CAS ("no tag" → first tag) before it is acknowledged to the shield;
+//! * no recorded tag but a non-empty backing store: refused, never wiped;
+//! * a recorded tag but an empty or missing backing store: refused (deletion attack);
+//! * a recorded tag: opened with `Expect::Tag` (a modified or rolled-back store is refused) and
+//!   decrypted, every chunk verified, into a tmpfs mounted at the volume's `path` inside the
+//!   launcher's private mount namespace.
+//!
+//! After the program exits, the tmpfs content is packed back, committed, the new tag recorded in
+//! the CAS by compare-and-swap (old → new), and only then acknowledged to the shield. `ephemeral`
+//! volumes are never written back. Failing to record a tag is fatal.
+//!
+//! Only staged mode is implemented: `VEIL_VOLUME_MODE` may be `staged` or `auto` (which is
+//! staged); `fuse` is refused as not supported by this launcher yet.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use veil_attest::protocol::{UpdatePolicy, VolumeGrant};
+use veil_shield::{Access, Expect, Options, Tag, TagSink, Volume, VolumeId, VolumeKey};
+
+use crate::cas::{self, CasTarget};
+use crate::error::{LauncherError, err};
+
+/// Default directory of the backing stores.
+pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/veil/volumes";
+
+/// How volumes are exposed to the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeMode {
+    /// Decrypt into a tmpfs before the program starts, encrypt back after it exits.
+    Staged,
+}
+
+/// Where volumes live and how the launcher reaches the CAS to record their tags.
+#[derive(Debug, Clone)]
+pub struct VolumeContext {
+    /// Directory holding one backing store per volume name.
+    pub volumes_dir: PathBuf,
+    /// Exposure mode.
+    pub mode: VolumeMode,
+    /// The CAS (its key hash is also the `cas` part of each volume id).
+    pub cas: CasTarget,
+    /// The session name (from the config id).
+    pub session: String,
+    /// The instance token authorising tag updates.
+    pub instance_token: String,
+}
+
+impl VolumeContext {
+    /// Settings from the environment: `VEIL_VOLUMES_DIR`, `VEIL_VOLUME_MODE`.
+    pub fn from_env(
+        env: &BTreeMap<String, String>,
+        cas: CasTarget,
+        config_id: &str,
+        instance_token: &str,
+    ) -> Result<Self, LauncherError> {
+        let mode = match env
+            .get("VEIL_VOLUME_MODE")
+            .map(|m| m.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("staged") | Some("auto") => VolumeMode::Staged,
+            Some("fuse") => {
+                return Err(LauncherError::new(
+                    "VEIL_VOLUME_MODE=fuse is not supported by this launcher yet (use staged)",
+                ));
+            }
+            Some(other) => {
+                return Err(LauncherError::new(format!(
+                    "VEIL_VOLUME_MODE `{other}` is not one of staged, auto"
+                )));
+            }
+        };
+        let volumes_dir = env
+            .get("VEIL_VOLUMES_DIR")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_VOLUMES_DIR));
+        Ok(Self {
+            volumes_dir,
+            mode,
+            cas,
+            session: session_of(config_id)?.to_string(),
+            instance_token: instance_token.to_string(),
+        })
+    }
+}
+
+/// The session name of a config id `session/service[@otp]` (split as the CAS splits it).
+pub fn session_of(config_id: &str) -> Result<&str, LauncherError> {
+    let rest = config_id
+        .rsplit_once('@')
+        .map(|(r, _)| r)
+        .unwrap_or(config_id);
+    match rest.rsplit_once('/') {
+        Some((s, svc)) if !s.is_empty() && !svc.is_empty() => Ok(s),
+        _ => Err(LauncherError::new(
+            "Invalid config id: expected `<session>/<service>[@<otp>]`",
+        )),
+    }
+}
+
+/// Records each commit in the CAS by compare-and-swap from the last recorded tag.
+struct CasSink<'a> {
+    ctx: &'a VolumeContext,
+    volume: String,
+    recorded: Option<String>,
+}
+
+impl TagSink for CasSink<'_> {
+    fn record(&mut self, tag: &Tag) -> Result<(), String> {
+        let new = tag.to_string();
+        cas::update_tag(
+            &self.ctx.cas,
+            &self.ctx.instance_token,
+            &self.volume,
+            self.recorded.as_deref(),
+            &new,
+        )
+        .map_err(|e| e.chain.join(": "))?;
+        self.recorded = Some(new);
+        Ok(())
+    }
+}
+
+/// One volume, opened and (once mounted) exposed at its path.
+pub struct OpenVolume {
+    grant: VolumeGrant,
+    /// `None` for an ephemeral volume without a recorded state.
+    volume: Option<Volume>,
+    recorded: Option<String>,
+    mounted: bool,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for OpenVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenVolume")
+            .field("name", &self.grant.name)
+            .field("path", &self.grant.path)
+            .field("recorded", &self.recorded)
+            .field("mounted", &self.mounted)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_is_empty(dir: &Path) -> Result<bool, LauncherError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(err(
+            format!("Cannot read backing store {}", dir.display()),
+            e,
+        )),
+    }
+}
+
+fn shield_err(outer: String) -> impl FnOnce(veil_shield::Error) -> LauncherError {
+    move |e| err(outer, e)
+}
+
+/// Open `grant` following the rules in the module documentation (creating and recording a new
+/// volume on first use). Does not mount anything.
+pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolume, LauncherError> {
+    let name = &grant.name;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(LauncherError::new(format!(
+            "Volume name `{name}` cannot name a backing store"
+        )));
+    }
+    let backing = ctx.volumes_dir.join(name);
+    let outer = format!(
+        "Cannot open volume {name} (backing store {})",
+        backing.display()
+    );
+    let key = VolumeKey::from_hex(&grant.key).map_err(|_| {
+        LauncherError::chain(vec![
+            outer.clone(),
+            "the volume key from CAS is not 64 hex characters".into(),
+        ])
+    })?;
+    let id = VolumeId::new(&ctx.cas.key_hash, &ctx.session, name);
+    let mut opts = Options::named(name);
+    opts.display_root = grant.path.clone();
+    let empty = store_is_empty(&backing)?;
+    let recorded = match &grant.tag {
+        Some(t) => Some(t.parse::<Tag>().map_err(shield_err(outer.clone()))?),
+        None => None,
+    };
+    let ephemeral = grant.update_policy == UpdatePolicy::Ephemeral;
+    let volume = match (recorded, empty) {
+        (Some(t), true) => {
+            return Err(LauncherError::chain(vec![
+                outer,
+                format!(
+                    "CAS holds tag {t} for this volume but its backing store is empty or missing: refused (the volume was deleted or replaced)"
+                ),
+            ]));
+        }
+        (Some(t), false) => {
+            let access = if ephemeral {
+                Access::ReadOnly
+            } else {
+                Access::ReadWrite
+            };
+            Some(
+                veil_shield::open(&backing, &key, &id, Expect::Tag(t), access, opts)
+                    .map_err(shield_err(outer))?,
+            )
+        }
+        (None, false) => {
+            return Err(LauncherError::chain(vec![
+                outer,
+                "CAS holds no tag for this volume but its backing store is not empty: refused (never wiped; restore the store or remove it deliberately)".into(),
+            ]));
+        }
+        (None, true) if ephemeral => None,
+        (None, true) => {
+            let existed = backing.exists();
+            let (mut vol, tag) = veil_shield::create(&backing, &key, &id, opts)
+                .map_err(shield_err(outer.clone()))?;
+            let mut sink = CasSink {
+                ctx,
+                volume: name.clone(),
+                recorded: None,
+            };
+            if let Err(e) = sink.record(&tag) {
+                // Not recorded: undo the creation so the next start finds an empty store again.
+                drop(vol);
+                let _ = if existed {
+                    clear_dir(&backing)
+                } else {
+                    std::fs::remove_dir_all(&backing)
+                };
+                return Err(LauncherError::chain(vec![outer, e]));
+            }
+            vol.ack(tag).map_err(shield_err(outer))?;
+            Some(vol)
+        }
+    };
+    let recorded = volume.as_ref().and_then(|v| v.tag()).map(|t| t.to_string());
+    Ok(OpenVolume {
+        grant: grant.clone(),
+        volume,
+        recorded,
+        mounted: false,
+        created_dirs: Vec::new(),
+    })
+}
+
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+impl OpenVolume {
+    /// The volume's name.
+    pub fn name(&self) -> &str {
+        &self.grant.name
+    }
+
+    /// Mount a tmpfs at the volume's path (creating missing directories, removed again at exit)
+    /// and decrypt the volume into it. Call inside the private mount namespace.
+    pub fn mount_staged(&mut self) -> Result<(), LauncherError> {
+        let path = PathBuf::from(&self.grant.path);
+        let outer = format!(
+            "Cannot expose volume {} at {}",
+            self.grant.name,
+            path.display()
+        );
+        let mut missing = Vec::new();
+        let mut cur = Some(path.as_path());
+        while let Some(d) = cur {
+            if d.exists() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            cur = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&d)
+                .map_err(|e| err(outer.clone(), format!("creating {}: {e}", d.display())))?;
+            self.created_dirs.push(d);
+        }
+        if !path.is_dir() {
+            return Err(err(outer, format!("{} is not a directory", path.display())));
+        }
+        nix::mount::mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0700"),
+        )
+        .map_err(|e| err(outer.clone(), format!("mounting a tmpfs: {e}")))?;
+        self.mounted = true;
+        if let Some(v) = &self.volume {
+            v.unpack(&path).map_err(shield_err(outer))?;
+        }
+        Ok(())
+    }
+
+    /// Pack the tmpfs back, commit, record the new tag in the CAS (old → new) and acknowledge
+    /// it. Ephemeral volumes and volumes without changes record nothing.
+    pub fn write_back(&mut self, ctx: &VolumeContext) -> Result<(), LauncherError> {
+        if self.grant.update_policy == UpdatePolicy::Ephemeral || !self.mounted {
+            return Ok(());
+        }
+        let Some(vol) = self.volume.as_mut() else {
+            return Ok(());
+        };
+        let outer = format!("Cannot save volume {}", self.grant.name);
+        vol.pack_from(Path::new(&self.grant.path))
+            .map_err(shield_err(outer.clone()))?;
+        let mut sink = CasSink {
+            ctx,
+            volume: self.grant.name.clone(),
+            recorded: self.recorded.clone(),
+        };
+        let tag = vol.commit_to(&mut sink).map_err(shield_err(outer))?;
+        self.recorded = Some(tag.to_string());
+        Ok(())
+    }
+
+    /// Unmount the tmpfs and remove the directories created as its mount point.
+    pub fn unmount(mut self) {
+        if self.mounted {
+            if let Err(e) = nix::mount::umount2(self.grant.path.as_str(), MntFlags::MNT_DETACH) {
+                tracing::warn!("cannot unmount {}: {e}", self.grant.path);
+            }
+            self.mounted = false;
+        }
+        for d in self.created_dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+/// Renews the instance's leases in the background while the program runs.
+pub struct Heartbeat {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Interval between lease renewals (the CAS's lease TTL is 120 s).
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Heartbeat {
+    /// Start renewing. Call after entering the namespaces (which need a single thread).
+    pub fn start(ctx: &VolumeContext) -> Result<Self, LauncherError> {
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let cas = ctx.cas.clone();
+        let token = ctx.instance_token.clone();
+        let thread = std::thread::Builder::new()
+            .name("veil-heartbeat".into())
+            .spawn(move || {
+                // Forwarded signals must reach the launcher's main thread, not this one.
+                let mut block = nix::sys::signal::SigSet::empty();
+                for s in [
+                    nix::sys::signal::Signal::SIGINT,
+                    nix::sys::signal::Signal::SIGTERM,
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::Signal::SIGQUIT,
+                ] {
+                    block.add(s);
+                }
+                let _ = nix::sys::signal::pthread_sigmask(
+                    nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                    Some(&block),
+                    None,
+                );
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(HEARTBEAT_INTERVAL)
+                {
+                    if let Err(e) = cas::heartbeat(&cas, &token) {
+                        eprintln!("[VEIL|WARN] {e}");
+                    }
+                }
+            })
+            .map_err(|e| err("Cannot start the lease heartbeat", e))?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stop renewing and wait for the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_split_like_the_cas() {
+        assert_eq!(session_of("ns/s/svc@123").ok(), Some("ns/s"));
+        assert_eq!(session_of("s/svc").ok(), Some("s"));
+        assert!(session_of("svc").is_err());
+        assert!(session_of("/svc").is_err());
+        assert!(session_of("s/").is_err());
+    }
+
+    #[test]
+    fn volume_mode_from_env() {
+        let cas = CasTarget {
+            addr: "cas:18765".into(),
+            key_hash: "k".into(),
+        };
+        let env = |v: &str| -> BTreeMap<String, String> {
+            [("VEIL_VOLUME_MODE".to_string(), v.to_string())]
+                .into_iter()
+                .collect()
+        };
+        let c = VolumeContext::from_env(&BTreeMap::new(), cas.clone(), "s/a", "t").expect("ok");
+        assert_eq!(c.volumes_dir, PathBuf::from(DEFAULT_VOLUMES_DIR));
+        assert_eq!(c.mode, VolumeMode::Staged);
+        assert!(VolumeContext::from_env(&env("staged"), cas.clone(), "s/a", "t").is_ok());
+        let e = VolumeContext::from_env(&env("fuse"), cas.clone(), "s/a", "t").expect_err("fuse");
+        assert!(e.to_string().contains("not supported"), "{e}");
+        assert!(VolumeContext::from_env(&env("bogus"), cas, "s/a", "t").is_err());
+    }
+}

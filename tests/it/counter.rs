@@ -1,0 +1,278 @@
+//! The counter with volume V1 end to end (issue 7, test 4): a real `veil cas serve` in the sim
+//! tier, the real launcher (`veil run -- /bin/sh`) in staged volume mode, the counter script from
+//! `tests/data/counter.sh` with its `/V1` templated into a temp dir. Three runs count 0, 1, 2;
+//! then a modified object, a deleted object, a rolled-back and a deleted backing store are each
+//! refused, and the counter never silently restarts at 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use veil_identity::Identity;
+
+use crate::support::{data, veil, veil_bin};
+
+/// A CAS process (sim tier allowed); killed on drop.
+struct Cas {
+    child: Option<Child>,
+    api: String,
+    enclave: String,
+    key_hash: String,
+}
+
+impl Cas {
+    fn start(home: &Path, data_dir: &Path, owner: &str) -> Self {
+        let ports = data_dir.join("ports.json");
+        let log = data_dir.join("cas.log");
+        let mut child = veil(home)
+            .args(["cas", "serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--enclave-listen",
+                "127.0.0.1:0",
+                "--allow-sim-tier",
+                "--owner",
+                owner,
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                return Self {
+                    child: Some(child),
+                    api: v["api"].as_str().unwrap().to_string(),
+                    enclave: v["enclave"].as_str().unwrap().to_string(),
+                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
+                };
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "CAS did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cas {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Counter {
+    _home: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    cas: Cas,
+    session: String,
+}
+
+impl Counter {
+    fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = Identity::generate("owner", &[]).unwrap();
+        let cas = Cas::start(home.path(), data_dir.path(), &owner.key_hash());
+        std::fs::create_dir_all(home.path().join(".veil")).unwrap();
+        owner.save(&home.path().join(".veil/identity.pem")).unwrap();
+        let o = veil(home.path())
+            .args(["cas", "attest", &cas.api, "--key-hash", &cas.key_hash])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+        // The measurement covers the launcher and the program it runs (/bin/sh).
+        let o = launcher()
+            .env("VEIL_HASH", "1")
+            .args(["run", "--", "/bin/sh"])
+            .output()
+            .unwrap();
+        let mrenclave = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        assert_eq!(mrenclave.len(), 64, "{mrenclave}");
+
+        let t = tmp.path();
+        let volume_path = t.join("V1");
+        let script = t.join("counter.sh");
+        let text = std::fs::read_to_string(data("counter.sh"))
+            .unwrap()
+            .replace("/V1/", &format!("{}/", volume_path.display()));
+        std::fs::write(&script, text).unwrap();
+        let yaml = format!(
+            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
+            script = script.display(),
+            vol = volume_path.display()
+        );
+        let file = t.join("session.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let session = "counter-test".to_string();
+        let o = veil(home.path())
+            .args(["session", "create", "-e"])
+            .arg(format!("SESSION={session}"))
+            .arg("-e")
+            .arg(format!("MRENCLAVE={mrenclave}"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Self {
+            _home: home,
+            _data: data_dir,
+            tmp,
+            cas,
+            session,
+        }
+    }
+
+    fn volumes_dir(&self) -> PathBuf {
+        self.tmp.path().join("volumes")
+    }
+
+    fn backing(&self) -> PathBuf {
+        self.volumes_dir().join("V1")
+    }
+
+    /// `veil run -- /bin/sh -v <host path>`: the host arguments must be ignored.
+    fn run(&self) -> Output {
+        let host_num = self.tmp.path().join("host-num");
+        let o = launcher()
+            .env("VEIL_MODE", "sim")
+            .env("VEIL_CONFIG_ID", format!("{}/counter", self.session))
+            .env("VEIL_CAS_ADDR", &self.cas.enclave)
+            .env("VEIL_CAS_KEY_HASH", &self.cas.key_hash)
+            .env("VEIL_VOLUMES_DIR", self.volumes_dir())
+            .env("VEIL_VOLUME_MODE", "staged")
+            .args(["run", "--", "/bin/sh", "-v"])
+            .arg(&host_num)
+            .output()
+            .unwrap();
+        assert!(!host_num.exists(), "host arguments reached the program");
+        // The plaintext never stays on the host: the mount point is removed again.
+        assert!(!self.tmp.path().join("V1").exists());
+        o
+    }
+
+    fn count(&self, want: u32) {
+        let o = self.run();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{out}{err}");
+        assert!(
+            out.contains(&format!("The number of executions is {want}\n")),
+            "{out}{err}"
+        );
+    }
+
+    fn refused(&self, what: &str, cause: &str) {
+        let o = self.run();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: {out}{err}");
+        assert!(err.contains("[VEIL|FATAL]"), "{what}: {err}");
+        assert!(err.contains(cause), "{what}: {err}");
+        assert!(
+            !out.contains("The number of executions is"),
+            "{what}: the program ran: {out}"
+        );
+    }
+}
+
+fn launcher() -> Command {
+    let mut c = Command::new(veil_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VEIL_LOG", "warn");
+    c
+}
+
+fn objects(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n != "lock" && !n.starts_with("meta.") && p.is_file()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn counter_counts_and_attacks_on_the_backing_store_are_refused() {
+    let c = Counter::new();
+    c.count(0);
+    let old = c.tmp.path().join("old-copy");
+    copy_dir(&c.backing(), &old);
+    c.count(1);
+    c.count(2);
+
+    // Modify one byte of an object: refused; restoring it lets the counter go on.
+    let objs = objects(&c.backing());
+    assert!(!objs.is_empty(), "no objects in the backing store");
+    let obj = &objs[0];
+    let original = std::fs::read(obj).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(obj, &bytes).unwrap();
+    c.refused("modified object", "Cannot expose volume V1");
+    std::fs::write(obj, &original).unwrap();
+    c.count(3);
+
+    // Delete the file's object.
+    let objs = objects(&c.backing());
+    let saved = c.tmp.path().join("saved-object");
+    std::fs::copy(&objs[0], &saved).unwrap();
+    std::fs::remove_file(&objs[0]).unwrap();
+    c.refused("deleted object", "Cannot expose volume V1");
+    std::fs::copy(&saved, &objs[0]).unwrap();
+    c.count(4);
+
+    // Roll the whole backing store back to an older copy: refused.
+    let current = c.tmp.path().join("current-copy");
+    copy_dir(&c.backing(), &current);
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    copy_dir(&old, &c.backing());
+    c.refused("rolled-back store", "Cannot open volume V1");
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    copy_dir(&current, &c.backing());
+    c.count(5);
+
+    // Delete the volume: refused as a deletion, never a fresh start at 0.
+    std::fs::remove_dir_all(&current).unwrap();
+    copy_dir(&c.backing(), &current);
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    c.refused("deleted store", "backing store is empty or missing");
+    std::fs::create_dir_all(c.backing()).unwrap();
+    c.refused("emptied store", "backing store is empty or missing");
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    copy_dir(&current, &c.backing());
+    c.count(6);
+}

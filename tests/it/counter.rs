@@ -23,6 +23,7 @@ struct Cas {
 impl Cas {
     fn start(home: &Path, data_dir: &Path, owner: &str) -> Self {
         let ports = data_dir.join("ports.json");
+        let _ = std::fs::remove_file(&ports);
         let log = data_dir.join("cas.log");
         let mut child = veil(home)
             .args(["cas", "serve", "--data-dir"])
@@ -75,8 +76,9 @@ impl Drop for Cas {
 }
 
 struct Counter {
-    _home: tempfile::TempDir,
-    _data: tempfile::TempDir,
+    home: tempfile::TempDir,
+    data: tempfile::TempDir,
+    owner: String,
     tmp: tempfile::TempDir,
     cas: Cas,
     session: String,
@@ -113,9 +115,21 @@ impl Counter {
             .unwrap()
             .replace("/V1/", &format!("{}/", volume_path.display()));
         std::fs::write(&script, text).unwrap();
+        let slow = t.join("slow.sh");
+        std::fs::write(
+            &slow,
+            format!(
+                "touch {ready}\nwhile [ ! -e {go} ]; do sleep 0.05; done\n. {script}\n",
+                ready = t.join("ready").display(),
+                go = t.join("go").display(),
+                script = script.display()
+            ),
+        )
+        .unwrap();
         let yaml = format!(
-            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
+            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\n  - name: slow\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {slow}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
             script = script.display(),
+            slow = slow.display(),
             vol = volume_path.display()
         );
         let file = t.join("session.yaml");
@@ -131,8 +145,9 @@ impl Counter {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         Self {
-            _home: home,
-            _data: data_dir,
+            home,
+            data: data_dir,
+            owner: owner.key_hash(),
             tmp,
             cas,
             session,
@@ -145,6 +160,20 @@ impl Counter {
 
     fn backing(&self) -> PathBuf {
         self.volumes_dir().join("V1")
+    }
+
+    /// `veil run -- /bin/sh -v <host path>` for `service`, not waited for.
+    fn launch(&self, service: &str) -> Command {
+        let mut c = launcher();
+        c.env("VEIL_MODE", "sim")
+            .env("VEIL_CONFIG_ID", format!("{}/{service}", self.session))
+            .env("VEIL_CAS_ADDR", &self.cas.enclave)
+            .env("VEIL_CAS_KEY_HASH", &self.cas.key_hash)
+            .env("VEIL_VOLUMES_DIR", self.volumes_dir())
+            .env("VEIL_VOLUME_MODE", "staged")
+            .args(["run", "--", "/bin/sh", "-v"])
+            .arg(self.tmp.path().join("host-num"));
+        c
     }
 
     /// `veil run -- /bin/sh -v <host path>`: the host arguments must be ignored.
@@ -275,4 +304,50 @@ fn counter_counts_and_attacks_on_the_backing_store_are_refused() {
     std::fs::remove_dir_all(c.backing()).unwrap();
     copy_dir(&current, &c.backing());
     c.count(6);
+}
+
+#[test]
+fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
+    let mut c = Counter::new();
+    c.count(0);
+    // The program runs while the CAS goes away; saving its change cannot be recorded.
+    let child = c
+        .launch("slow")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = c.tmp.path().join("ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the slow program never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key_hash = c.cas.key_hash.clone();
+    drop(std::mem::replace(
+        &mut c.cas,
+        Cas {
+            child: None,
+            api: String::new(),
+            enclave: "127.0.0.1:1".into(),
+            key_hash: key_hash.clone(),
+        },
+    ));
+    std::fs::write(c.tmp.path().join("go"), b"").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("The number of executions is 1"), "{out}{err}");
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(err.contains("[VEIL|FATAL]"), "{err}");
+    assert!(
+        err.contains("Failed to record the tag of volume V1 in CAS"),
+        "{err}"
+    );
+    // Restarted, the CAS still holds the last recorded tag: that state opens, the unrecorded
+    // one is gone, and nothing restarts at 0.
+    c.cas = Cas::start(c.home.path(), c.data.path(), &c.owner);
+    assert_eq!(c.cas.key_hash, key_hash);
+    c.count(1);
+    c.count(2);
 }

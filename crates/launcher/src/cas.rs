@@ -217,7 +217,14 @@ pub fn update_tag(
             new_tag: new_tag.to_string(),
         },
         &outer,
-    )?;
+    )
+    .map_err(|e| {
+        if e.chain.first() == Some(&outer) {
+            e
+        } else {
+            e.context(outer.clone())
+        }
+    })?;
     if r.tag != new_tag {
         return Err(err(outer, format!("CAS recorded tag {} instead", r.tag)));
     }

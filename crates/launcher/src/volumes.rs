@@ -420,6 +420,77 @@ mod tests {
         assert!(session_of("s/").is_err());
     }
 
+    fn ctx(dir: &Path) -> VolumeContext {
+        VolumeContext {
+            volumes_dir: dir.to_path_buf(),
+            mode: VolumeMode::Staged,
+            // Nothing listens on port 1: every tag update fails.
+            cas: CasTarget {
+                addr: "127.0.0.1:1".into(),
+                key_hash: "ab".repeat(32),
+            },
+            session: "s".into(),
+            instance_token: "t".into(),
+        }
+    }
+
+    fn grant(tag: Option<&str>, policy: UpdatePolicy) -> VolumeGrant {
+        VolumeGrant {
+            name: "V1".into(),
+            path: "/V1".into(),
+            key: "11".repeat(32),
+            tag: tag.map(str::to_string),
+            update_policy: policy,
+        }
+    }
+
+    #[test]
+    fn storage_and_recorded_tag_must_agree() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = ctx(d.path());
+        let rp = UpdatePolicy::RollbackProtected;
+        let tag = "0123456789abcdef0123456789abcdef";
+        // A recorded tag with missing or empty storage: deletion, refused.
+        let e = open_volume(&c, &grant(Some(tag), rp)).expect_err("missing");
+        assert!(e.to_string().contains("empty or missing"), "{e}");
+        std::fs::create_dir(d.path().join("V1")).expect("mkdir");
+        let e = open_volume(&c, &grant(Some(tag), rp)).expect_err("empty");
+        assert!(e.to_string().contains("empty or missing"), "{e}");
+        // No recorded tag but something in the store: refused and left alone.
+        std::fs::write(d.path().join("V1/meta.0"), b"x").expect("w");
+        let e = open_volume(&c, &grant(None, rp)).expect_err("not empty");
+        assert!(e.to_string().contains("never wiped"), "{e}");
+        assert_eq!(std::fs::read(d.path().join("V1/meta.0")).expect("r"), b"x");
+        // A key that is not 64 hex: refused without echoing it.
+        let mut g = grant(None, rp);
+        g.key = "secret-key-material".into();
+        let e = open_volume(&c, &g).expect_err("key");
+        assert!(!e.to_string().contains("secret-key-material"), "{e}");
+        // A name that cannot name a directory.
+        let mut g = grant(None, rp);
+        g.name = "../x".into();
+        assert!(open_volume(&c, &g).is_err());
+    }
+
+    #[test]
+    fn a_new_volume_whose_first_tag_cannot_be_recorded_is_undone() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = ctx(d.path());
+        let e = open_volume(&c, &grant(None, UpdatePolicy::RollbackProtected))
+            .expect_err("CAS unreachable");
+        assert!(
+            e.to_string()
+                .contains("Failed to record the tag of volume V1 in CAS"),
+            "{e}"
+        );
+        // The next start finds no storage again instead of an unrecorded one it must refuse.
+        assert!(!d.path().join("V1").exists());
+        // An ephemeral volume without a recorded state touches neither CAS nor storage.
+        let v = open_volume(&c, &grant(None, UpdatePolicy::Ephemeral)).expect("ephemeral");
+        assert_eq!(v.name(), "V1");
+        assert!(!d.path().join("V1").exists());
+    }
+
     #[test]
     fn volume_mode_from_env() {
         let cas = CasTarget {

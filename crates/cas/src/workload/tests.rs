@@ -596,3 +596,85 @@ async fn code_region_tags() {
             .unwrap();
     assert_eq!(cfg2.code_region.unwrap().fspf_tag.as_deref(), Some(c));
 }
+
+#[tokio::test]
+async fn audit_events_of_attestation_tags_and_otp_lockout() {
+    let e = env(true);
+    let cas = Identity::generate("veil CAS", &[]).unwrap();
+    let audit = crate::audit::Audit::open(e._dir.path(), &cas, e.store.counter()).unwrap();
+    e.store.set_audit(Arc::new(audit));
+    upload(&e, &session_yaml(DEBUG)).await;
+    upload(
+        &e,
+        &session_yaml(&format!(
+            "security:\n  attestation:\n    tolerate: [debug-mode]\n    one_time_password_shared_secret: {OTP_SECRET}\n"
+        ))
+        .replace("name: s\n", "name: o\n"),
+    )
+    .await;
+    let l = launcher_conn();
+    let cfg =
+        e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
+            .await
+            .unwrap();
+    e.w.update_tag(TagUpdateRequest {
+        instance_token: cfg.instance_token.clone(),
+        volume: "V1".into(),
+        old_tag: None,
+        new_tag: TAG_A.into(),
+    })
+    .await
+    .unwrap();
+    // Five wrong codes: four failures, then the failure that starts the lockout.
+    let code = veil_secrets::current_otp(OTP_SECRET, now_ms() / 1000).unwrap();
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    for _ in 0..5 {
+        e.w.attest(&l.peer, sim_request(&e, &l, &format!("o/app@{wrong}")))
+            .await
+            .unwrap_err();
+    }
+    let data = std::fs::read(e._dir.path().join(crate::audit::AUDIT_FILE)).unwrap();
+    veil_audit::verify(&data, &cas.key_hash(), None).unwrap();
+    let ev: Vec<veil_audit::Event> = veil_audit::read_entries(&data)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    use veil_audit::Event as E;
+    assert!(matches!(&ev[0], E::CasStarted { counter: 0, .. }));
+    assert!(matches!(&ev[1], E::SessionCreated { session, .. } if session == "s"));
+    assert!(matches!(&ev[2], E::SessionCreated { session, .. } if session == "o"));
+    assert_eq!(
+        ev[3],
+        E::ServiceAttested {
+            session: "s".into(),
+            service: "app".into(),
+            tier: "sim".into(),
+            measurement: mrenclave(),
+        }
+    );
+    assert_eq!(
+        ev[4],
+        E::VolumeTagUpdated {
+            session: "s".into(),
+            volume: "V1".into(),
+            tag: TAG_A.into(),
+        }
+    );
+    let failures = ev
+        .iter()
+        .filter(|x| matches!(x, E::OtpFailure { session, service } if session == "o" && service == "app"))
+        .count();
+    assert_eq!(failures, 5, "{ev:?}");
+    let lockouts: Vec<_> = ev
+        .iter()
+        .filter(|x| matches!(x, E::OtpLockout { .. }))
+        .collect();
+    assert_eq!(lockouts.len(), 1, "{ev:?}");
+    assert!(matches!(lockouts[0], E::OtpLockout { until, .. } if *until > now_ms() / 1000));
+    // No secret value and no OTP code in the log.
+    let text = String::from_utf8(data).unwrap();
+    assert!(!text.contains("s3cr3tpw"));
+    assert!(!text.contains(OTP_SECRET));
+    assert!(!text.contains(&format!("@{wrong}")));
+}

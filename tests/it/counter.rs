@@ -82,6 +82,7 @@ struct Counter {
     tmp: tempfile::TempDir,
     cas: Cas,
     session: String,
+    mode: &'static str,
 }
 
 impl Counter {
@@ -126,10 +127,17 @@ impl Counter {
             ),
         )
         .unwrap();
+        let mounts = t.join("mounts.sh");
+        std::fs::write(
+            &mounts,
+            format!("grep ' {} ' /proc/self/mountinfo\n", volume_path.display()),
+        )
+        .unwrap();
         let yaml = format!(
-            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\n  - name: slow\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {slow}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
+            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\n  - name: slow\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {slow}\n    pwd: /\n  - name: mounts\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {mounts}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
             script = script.display(),
             slow = slow.display(),
+            mounts = mounts.display(),
             vol = volume_path.display()
         );
         let file = t.join("session.yaml");
@@ -151,6 +159,7 @@ impl Counter {
             tmp,
             cas,
             session,
+            mode: "staged",
         }
     }
 
@@ -170,7 +179,7 @@ impl Counter {
             .env("VEIL_CAS_ADDR", &self.cas.enclave)
             .env("VEIL_CAS_KEY_HASH", &self.cas.key_hash)
             .env("VEIL_VOLUMES_DIR", self.volumes_dir())
-            .env("VEIL_VOLUME_MODE", "staged")
+            .env("VEIL_VOLUME_MODE", self.mode)
             .args(["run", "--", "/bin/sh", "-v"])
             .arg(self.tmp.path().join("host-num"));
         c
@@ -185,7 +194,7 @@ impl Counter {
             .env("VEIL_CAS_ADDR", &self.cas.enclave)
             .env("VEIL_CAS_KEY_HASH", &self.cas.key_hash)
             .env("VEIL_VOLUMES_DIR", self.volumes_dir())
-            .env("VEIL_VOLUME_MODE", "staged")
+            .env("VEIL_VOLUME_MODE", self.mode)
             .args(["run", "--", "/bin/sh", "-v"])
             .arg(&host_num)
             .output()
@@ -350,4 +359,56 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
     assert_eq!(c.cas.key_hash, key_hash);
     c.count(1);
     c.count(2);
+}
+
+#[test]
+fn counter_in_fuse_mode_and_across_modes() {
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok()
+        && Path::new("/usr/bin/fusermount3").exists();
+    if !usable {
+        eprintln!(
+            "SKIPPED counter_in_fuse_mode_and_across_modes: /dev/fuse or fusermount3 unusable"
+        );
+        return;
+    }
+    let mut c = Counter::new();
+    c.mode = "fuse";
+    c.count(0);
+    // What the program sees at the volume's path: the shield's FUSE file system, or a tmpfs.
+    for (mode, fs) in [("fuse", " - fuse veil:V1 "), ("staged", " - tmpfs ")] {
+        let o = c
+            .launch("mounts")
+            .env("VEIL_VOLUME_MODE", mode)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{mode}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains(fs), "{mode}: {out}");
+    }
+    c.count(1);
+    // The same backing store in staged mode and back: one format, one recorded tag.
+    c.mode = "staged";
+    c.count(2);
+    c.mode = "fuse";
+    c.count(3);
+    // Rolled back under FUSE: refused as in staged mode.
+    let old = c.tmp.path().join("old");
+    copy_dir(&c.backing(), &old);
+    c.count(4);
+    let current = c.tmp.path().join("current");
+    copy_dir(&c.backing(), &current);
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    copy_dir(&old, &c.backing());
+    c.refused("rolled-back store (fuse)", "Cannot open volume V1");
+    std::fs::remove_dir_all(c.backing()).unwrap();
+    copy_dir(&current, &c.backing());
+    c.count(5);
 }

@@ -311,7 +311,8 @@ pub enum ExecTarget<'a> {
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
-const FORWARDED: [Signal; 4] = [
+/// Signals forwarded to the program.
+pub(crate) const FORWARDED: [Signal; 4] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,

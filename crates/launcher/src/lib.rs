@@ -254,7 +254,8 @@ pub fn run_config(
         }
     };
     for i in 0..opened.len() {
-        if let Err(e) = opened[i].mount_staged() {
+        let Some(ctx) = volumes else { break };
+        if let Err(e) = opened[i].mount(ctx) {
             unmount_all(opened);
             return Err(e.context(START));
         }

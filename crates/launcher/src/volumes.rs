@@ -17,8 +17,11 @@
 //! the CAS by compare-and-swap (old → new), and only then acknowledged to the shield. `ephemeral`
 //! volumes are never written back. Failing to record a tag is fatal.
 //!
-//! Only staged mode is implemented: `VEIL_VOLUME_MODE` may be `staged` or `auto` (which is
-//! staged); `fuse` is refused as not supported by this launcher yet.
+//! `VEIL_VOLUME_MODE`: `staged`, `fuse`, or `auto` (default: `fuse` when running as root with a
+//! usable `/dev/fuse` and `fusermount3`, else `staged`). In FUSE mode the volume is served by the
+//! shield at its path instead of the tmpfs; every commit (fsync, grouped closes, unmount) is
+//! recorded in the CAS synchronously by the same compare-and-swap sink before it is acknowledged.
+//! Ephemeral volumes are always staged (their changes are discarded).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -39,6 +42,25 @@ pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/veil/volumes";
 pub enum VolumeMode {
     /// Decrypt into a tmpfs before the program starts, encrypt back after it exits.
     Staged,
+    /// Serve the volume through FUSE at its path; commits are recorded as they happen.
+    Fuse,
+}
+
+/// Whether FUSE mounts can work here: root, `/dev/fuse` opens read-write, `fusermount3` exists.
+pub fn fuse_usable() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .is_ok()
+        && [
+            "/usr/bin/fusermount3",
+            "/bin/fusermount3",
+            "/usr/local/bin/fusermount3",
+        ]
+        .iter()
+        .any(|p| Path::new(p).exists())
 }
 
 /// Where volumes live and how the launcher reaches the CAS to record their tags.
@@ -69,15 +91,18 @@ impl VolumeContext {
             .map(|m| m.to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("") | Some("staged") | Some("auto") => VolumeMode::Staged,
-            Some("fuse") => {
-                return Err(LauncherError::new(
-                    "VEIL_VOLUME_MODE=fuse is not supported by this launcher yet (use staged)",
-                ));
+            Some("staged") => VolumeMode::Staged,
+            Some("fuse") => VolumeMode::Fuse,
+            None | Some("") | Some("auto") => {
+                if fuse_usable() {
+                    VolumeMode::Fuse
+                } else {
+                    VolumeMode::Staged
+                }
             }
             Some(other) => {
                 return Err(LauncherError::new(format!(
-                    "VEIL_VOLUME_MODE `{other}` is not one of staged, auto"
+                    "VEIL_VOLUME_MODE `{other}` is not one of staged, fuse, auto"
                 )));
             }
         };
@@ -111,18 +136,30 @@ pub fn session_of(config_id: &str) -> Result<&str, LauncherError> {
 }
 
 /// Records each commit in the CAS by compare-and-swap from the last recorded tag.
-struct CasSink<'a> {
-    ctx: &'a VolumeContext,
+struct CasSink {
+    cas: CasTarget,
+    instance_token: String,
     volume: String,
     recorded: Option<String>,
 }
 
-impl TagSink for CasSink<'_> {
+impl CasSink {
+    fn new(ctx: &VolumeContext, volume: &str, recorded: Option<String>) -> Self {
+        Self {
+            cas: ctx.cas.clone(),
+            instance_token: ctx.instance_token.clone(),
+            volume: volume.to_string(),
+            recorded,
+        }
+    }
+}
+
+impl TagSink for CasSink {
     fn record(&mut self, tag: &Tag) -> Result<(), String> {
         let new = tag.to_string();
         cas::update_tag(
-            &self.ctx.cas,
-            &self.ctx.instance_token,
+            &self.cas,
+            &self.instance_token,
             &self.volume,
             self.recorded.as_deref(),
             &new,
@@ -140,6 +177,7 @@ pub struct OpenVolume {
     volume: Option<Volume>,
     recorded: Option<String>,
     mounted: bool,
+    fuse: Option<veil_shield::fuse::Mounted>,
     created_dirs: Vec<PathBuf>,
 }
 
@@ -229,11 +267,7 @@ pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolum
             let existed = backing.exists();
             let (mut vol, tag) = veil_shield::create(&backing, &key, &id, opts)
                 .map_err(shield_err(outer.clone()))?;
-            let mut sink = CasSink {
-                ctx,
-                volume: name.clone(),
-                recorded: None,
-            };
+            let mut sink = CasSink::new(ctx, name, None);
             if let Err(e) = sink.record(&tag) {
                 // Not recorded: undo the creation so the next start finds an empty store again.
                 drop(vol);
@@ -254,6 +288,7 @@ pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolum
         volume,
         recorded,
         mounted: false,
+        fuse: None,
         created_dirs: Vec::new(),
     })
 }
@@ -276,15 +311,26 @@ impl OpenVolume {
         &self.grant.name
     }
 
-    /// Mount a tmpfs at the volume's path (creating missing directories, removed again at exit)
-    /// and decrypt the volume into it. Call inside the private mount namespace.
-    pub fn mount_staged(&mut self) -> Result<(), LauncherError> {
-        let path = PathBuf::from(&self.grant.path);
-        let outer = format!(
+    /// Expose the volume at its path in `ctx.mode` (ephemeral volumes always staged). Call
+    /// inside the private mount namespace.
+    pub fn mount(&mut self, ctx: &VolumeContext) -> Result<(), LauncherError> {
+        if ctx.mode == VolumeMode::Fuse && self.grant.update_policy != UpdatePolicy::Ephemeral {
+            self.mount_fuse(ctx)
+        } else {
+            self.mount_staged()
+        }
+    }
+
+    fn outer(&self) -> String {
+        format!(
             "Cannot expose volume {} at {}",
-            self.grant.name,
-            path.display()
-        );
+            self.grant.name, self.grant.path
+        )
+    }
+
+    fn make_mount_point(&mut self) -> Result<PathBuf, LauncherError> {
+        let path = PathBuf::from(&self.grant.path);
+        let outer = self.outer();
         let mut missing = Vec::new();
         let mut cur = Some(path.as_path());
         while let Some(d) = cur {
@@ -304,6 +350,46 @@ impl OpenVolume {
         if !path.is_dir() {
             return Err(err(outer, format!("{} is not a directory", path.display())));
         }
+        Ok(path)
+    }
+
+    fn mount_fuse(&mut self, ctx: &VolumeContext) -> Result<(), LauncherError> {
+        let path = self.make_mount_point()?;
+        let outer = self.outer();
+        let Some(vol) = self.volume.take() else {
+            return Err(err(outer, "the volume is not open"));
+        };
+        let sink = CasSink::new(ctx, &self.grant.name, self.recorded.clone());
+        // The FUSE threads inherit this mask: forwarded signals must reach the main thread.
+        let mut block = nix::sys::signal::SigSet::empty();
+        for s in crate::exec::FORWARDED {
+            block.add(s);
+        }
+        let mut old = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&block),
+            Some(&mut old),
+        )
+        .map_err(|e| err(outer.clone(), format!("blocking signals: {e}")))?;
+        let mounted = veil_shield::fuse::mount(
+            vol,
+            &path,
+            Box::new(sink),
+            veil_shield::fuse::MountOptions::default(),
+        );
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        );
+        self.fuse = Some(mounted.map_err(shield_err(outer))?);
+        Ok(())
+    }
+
+    fn mount_staged(&mut self) -> Result<(), LauncherError> {
+        let path = self.make_mount_point()?;
+        let outer = self.outer();
         nix::mount::mount(
             Some("tmpfs"),
             &path,
@@ -322,6 +408,15 @@ impl OpenVolume {
     /// Pack the tmpfs back, commit, record the new tag in the CAS (old → new) and acknowledge
     /// it. Ephemeral volumes and volumes without changes record nothing.
     pub fn write_back(&mut self, ctx: &VolumeContext) -> Result<(), LauncherError> {
+        if let Some(m) = self.fuse.take() {
+            // Unmounting commits the final state and records it through the sink.
+            let tag = m.unmount().map_err(shield_err(format!(
+                "Cannot save volume {}",
+                self.grant.name
+            )))?;
+            self.recorded = Some(tag.to_string());
+            return Ok(());
+        }
         if self.grant.update_policy == UpdatePolicy::Ephemeral || !self.mounted {
             return Ok(());
         }
@@ -331,11 +426,7 @@ impl OpenVolume {
         let outer = format!("Cannot save volume {}", self.grant.name);
         vol.pack_from(Path::new(&self.grant.path))
             .map_err(shield_err(outer.clone()))?;
-        let mut sink = CasSink {
-            ctx,
-            volume: self.grant.name.clone(),
-            recorded: self.recorded.clone(),
-        };
+        let mut sink = CasSink::new(ctx, &self.grant.name, self.recorded.clone());
         let tag = vol.commit_to(&mut sink).map_err(shield_err(outer))?;
         self.recorded = Some(tag.to_string());
         Ok(())
@@ -343,6 +434,11 @@ impl OpenVolume {
 
     /// Unmount the tmpfs and remove the directories created as its mount point.
     pub fn unmount(mut self) {
+        if let Some(m) = self.fuse.take()
+            && let Err(e) = m.unmount()
+        {
+            tracing::warn!("cannot unmount volume {}: {e}", self.grant.name);
+        }
         if self.mounted {
             if let Err(e) = nix::mount::umount2(self.grant.path.as_str(), MntFlags::MNT_DETACH) {
                 tracing::warn!("cannot unmount {}: {e}", self.grant.path);
@@ -504,10 +600,20 @@ mod tests {
         };
         let c = VolumeContext::from_env(&BTreeMap::new(), cas.clone(), "s/a", "t").expect("ok");
         assert_eq!(c.volumes_dir, PathBuf::from(DEFAULT_VOLUMES_DIR));
-        assert_eq!(c.mode, VolumeMode::Staged);
-        assert!(VolumeContext::from_env(&env("staged"), cas.clone(), "s/a", "t").is_ok());
-        let e = VolumeContext::from_env(&env("fuse"), cas.clone(), "s/a", "t").expect_err("fuse");
-        assert!(e.to_string().contains("not supported"), "{e}");
+        let auto = if fuse_usable() {
+            VolumeMode::Fuse
+        } else {
+            VolumeMode::Staged
+        };
+        assert_eq!(c.mode, auto);
+        for (v, want) in [
+            ("staged", VolumeMode::Staged),
+            ("fuse", VolumeMode::Fuse),
+            ("auto", auto),
+        ] {
+            let c = VolumeContext::from_env(&env(v), cas.clone(), "s/a", "t").expect(v);
+            assert_eq!(c.mode, want, "{v}");
+        }
         assert!(VolumeContext::from_env(&env("bogus"), cas, "s/a", "t").is_err());
     }
 }

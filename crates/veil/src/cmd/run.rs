@@ -2,6 +2,8 @@
 //!
 //! The launcher's settings come from the environment (`VEIL_*` / `SCONE_*`), like SCONE's
 //! runtime; fatal errors print `[VEIL|FATAL] Could not initialize: …` and `  Caused by: …`.
+//! Volumes: backing stores in `VEIL_VOLUMES_DIR` (default `/var/lib/veil/volumes`), exposed per
+//! `VEIL_VOLUME_MODE` (`staged`, `fuse`, or `auto`: FUSE when usable, else staged).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

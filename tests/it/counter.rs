@@ -332,6 +332,12 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
         assert!(Instant::now() < deadline, "the slow program never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // One writer per volume: a second start while the first runs is refused by the CAS.
+    let o = c.launch("counter").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("volume V1 is in use by instance"), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("executions"));
     let key_hash = c.cas.key_hash.clone();
     drop(std::mem::replace(
         &mut c.cas,

@@ -87,6 +87,11 @@ struct Counter {
 
 impl Counter {
     fn new() -> Self {
+        Self::with_volume_options("")
+    }
+
+    /// `extra` is appended to the image's volume entry (e.g. an `update_policy` line).
+    fn with_volume_options(extra: &str) -> Self {
         let home = tempfile::tempdir().unwrap();
         let data_dir = tempfile::tempdir().unwrap();
         let tmp = tempfile::tempdir().unwrap();
@@ -134,7 +139,7 @@ impl Counter {
         )
         .unwrap();
         let yaml = format!(
-            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\n  - name: slow\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {slow}\n    pwd: /\n  - name: mounts\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {mounts}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n",
+            "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: counter\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {script}\n    pwd: /\n  - name: slow\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {slow}\n    pwd: /\n  - name: mounts\n    image_name: counter_image\n    mrenclaves: [$MRENCLAVE]\n    command: sh {mounts}\n    pwd: /\nvolumes:\n  - name: V1\nimages:\n  - name: counter_image\n    volumes:\n      - name: V1\n        path: {vol}\n{extra}security:\n  attestation:\n    tolerate: [debug-mode]\n",
             script = script.display(),
             slow = slow.display(),
             mounts = mounts.display(),
@@ -417,4 +422,14 @@ fn counter_in_fuse_mode_and_across_modes() {
     std::fs::remove_dir_all(c.backing()).unwrap();
     copy_dir(&current, &c.backing());
     c.count(5);
+}
+
+#[test]
+fn ephemeral_volume_changes_are_discarded() {
+    let c = Counter::with_volume_options("        update_policy: ephemeral\n");
+    for _ in 0..2 {
+        c.count(0);
+    }
+    // Nothing was stored: no backing store, no recorded tag.
+    assert!(!c.backing().exists());
 }

@@ -6,25 +6,22 @@ use crate::SecretsError;
 use crate::model::{Context, Kind, SecretMaterial, StoredSecret};
 
 /// The formats each kind accepts (`None`, i.e. no suffix, is always accepted and means the
-/// kind's default). The same lists as `veil_policy::formats_for_kind`.
+/// kind's default): the policy crate's list, so validation and formatting never disagree.
 pub fn formats(kind: Kind) -> &'static [&'static str] {
+    veil_policy::formats_for_kind(policy_kind(kind))
+}
+
+/// The policy's kind for a stored kind (the inverse of `crate::session::kind_of`).
+fn policy_kind(kind: Kind) -> veil_policy::SecretKind {
+    use veil_policy::SecretKind as P;
     match kind {
-        Kind::Ascii | Kind::ConfigFragment => &[],
-        Kind::Binary => &["bin", "hex", "base64", "base64url", "base32", "base32nopad"],
-        Kind::PrivateKey => &["pem", "pkcs8:pem", "der", "pkcs8:der"],
-        Kind::PublicKey => &["spki:pem", "spki:der"],
-        Kind::X509 | Kind::X509Ca => &[
-            "crt",
-            "crt:pem",
-            "crt:der",
-            "privatekey",
-            "privatekey:pem",
-            "privatekey:pkcs8:pem",
-            "privatekey:der",
-            "privatekey:pkcs8:der",
-            "chain",
-            "pkcs12-with-private-key",
-        ],
+        Kind::Ascii => P::Ascii,
+        Kind::Binary => P::Binary,
+        Kind::PrivateKey => P::PrivateKey,
+        Kind::PublicKey => P::PublicKey,
+        Kind::X509 => P::X509,
+        Kind::X509Ca => P::X509Ca,
+        Kind::ConfigFragment => P::ConfigFragment,
     }
 }
 

@@ -26,6 +26,8 @@ pub const ATTEST_PATH: &str = "/v1/workload/attest";
 pub const TAGS_PATH: &str = "/v1/workload/tags";
 /// Report the program's exit. Body: [`ExitRequest`]. Answer: empty JSON object.
 pub const EXIT_PATH: &str = "/v1/workload/exit";
+/// Renew the leases of an instance. Body: [`HeartbeatRequest`]. Answer: [`HeartbeatResponse`].
+pub const HEARTBEAT_PATH: &str = "/v1/workload/heartbeat";
 
 /// Ask for a nonce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -268,6 +270,27 @@ impl fmt::Debug for ExitRequest {
             .field("status", &self.status)
             .finish()
     }
+}
+
+/// Body of [`HEARTBEAT_PATH`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The instance token.
+    pub instance_token: String,
+}
+
+impl fmt::Debug for HeartbeatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeartbeatRequest { instance_token: <redacted> }")
+    }
+}
+
+/// Answer of [`HEARTBEAT_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// How long the leases now live without another heartbeat.
+    pub lease_ttl_ms: u64,
 }
 
 /// An error answer (decision 6): a stable code and the message chain, outermost first.

@@ -36,9 +36,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 use veil_attest::protocol::{
-    ATTEST_PATH, AttestRequest, CodeRegion, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH,
-    NonceRequest, NonceResponse, TAGS_PATH, TagUpdateRequest, TagUpdateResponse, UpdatePolicy,
-    VolumeGrant,
+    ATTEST_PATH, AttestRequest, CodeRegion, ConfigResponse, EXIT_PATH, ExitRequest, HEARTBEAT_PATH,
+    HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse, TAGS_PATH,
+    TagUpdateRequest, TagUpdateResponse, UpdatePolicy, VolumeGrant,
 };
 use veil_attest::{
     AppraisalError, Collateral, Expected, NonceError, NonceLimits, NonceStore, ReportData,
@@ -53,8 +53,6 @@ use crate::store::{Store, StoreError};
 use nodes::{NODES_TABLE, NodeRecord, REGISTRY_KEY, RegisterNode};
 use tags::{InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
 
-/// Renew the leases of an instance. Body: [`HeartbeatRequest`]. Answer: [`HeartbeatResponse`].
-pub const HEARTBEAT_PATH: &str = "/v1/workload/heartbeat";
 /// Owner-only node registry on the client API.
 pub const NODES_PATH: &str = "/v1/nodes";
 /// Sealed table of CAS-generated volume keys.
@@ -69,27 +67,6 @@ pub const MAX_WORKLOAD_BODY: usize = 256 * 1024;
 pub const INSTANCE_IDLE_MS: u64 = 24 * 3600 * 1000;
 /// Most instances kept at once.
 pub const MAX_INSTANCES: usize = 100_000;
-
-/// Body of [`HEARTBEAT_PATH`].
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatRequest {
-    /// The instance token.
-    pub instance_token: String,
-}
-
-impl std::fmt::Debug for HeartbeatRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HeartbeatRequest { instance_token: <redacted> }")
-    }
-}
-
-/// Answer of [`HEARTBEAT_PATH`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatResponse {
-    /// How long the leases now live without another heartbeat.
-    pub lease_ttl_ms: u64,
-}
 
 /// An error answer of the workload and node routes.
 #[derive(Debug, Clone, PartialEq, Eq)]

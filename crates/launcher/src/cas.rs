@@ -14,8 +14,9 @@ use hyper::body::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use veil_attest::protocol::{
-    ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ErrorBody, ExitRequest, NONCE_PATH,
-    NonceRequest, NonceResponse, TAGS_PATH, TagUpdateRequest, TagUpdateResponse,
+    ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ErrorBody, ExitRequest, HEARTBEAT_PATH,
+    HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse, TAGS_PATH,
+    TagUpdateRequest, TagUpdateResponse,
 };
 use veil_attest::{Evidence, ReportData, Tier};
 use veil_identity::Identity;
@@ -23,8 +24,6 @@ use veil_identity::Identity;
 use crate::error::{LauncherError, err};
 
 const MAX_BODY: usize = 64 * 1024 * 1024;
-/// The CAS's lease renewal route (`{"instance_token"}` → `{"lease_ttl_ms"}`).
-pub const HEARTBEAT_PATH: &str = "/v1/workload/heartbeat";
 const CHANNEL: &str = "Failed to establish an encrypted channel to CAS";
 
 /// Where and how to reach the CAS.
@@ -233,14 +232,12 @@ pub fn update_tag(
 
 /// Renew the instance's volume leases.
 pub fn heartbeat(target: &CasTarget, instance_token: &str) -> Result<(), LauncherError> {
-    #[derive(Serialize)]
-    struct Heartbeat<'a> {
-        instance_token: &'a str,
-    }
-    let _: serde_json::Value = one_shot(
+    let _: HeartbeatResponse = one_shot(
         target,
         HEARTBEAT_PATH,
-        &Heartbeat { instance_token },
+        &HeartbeatRequest {
+            instance_token: instance_token.to_string(),
+        },
         "Failed to renew the volume leases in CAS",
     )?;
     Ok(())

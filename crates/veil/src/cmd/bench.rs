@@ -20,11 +20,15 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use veil_client::{Connection, Method, PlainConnection};
 
+mod attest;
+
 /// Subcommands of `veil bench`.
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
     /// CAS session reads and durable creates/updates, side by side with etcd's durable puts.
     Cas(CasBenchArgs),
+    /// Full attestation flows per second, and the launcher's added start time.
+    Attest(attest::AttestBenchArgs),
 }
 
 /// Arguments of `veil bench cas`.
@@ -48,6 +52,7 @@ pub struct CasBenchArgs {
 pub fn run(c: BenchCmd) -> anyhow::Result<ExitCode> {
     match c {
         BenchCmd::Cas(a) => bench_cas(a),
+        BenchCmd::Attest(a) => attest::bench_attest(a),
     }
 }
 

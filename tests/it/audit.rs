@@ -5,74 +5,55 @@
 //! is refused at start.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use base64::Engine as _;
 use veil_audit::Event;
 
-use crate::support::veil;
+use crate::support::{CasProcess, CasSpawn, CasStartError, veil};
 
 /// A `veil cas serve` process whose stdout and stderr go to files; killed on drop.
 struct Cas {
-    child: Option<Child>,
-    api: String,
-    enclave: String,
-    key_hash: String,
+    process: CasProcess,
     stdout: PathBuf,
-    stderr: PathBuf,
+}
+
+impl std::ops::Deref for Cas {
+    type Target = CasProcess;
+    fn deref(&self) -> &CasProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Cas {
+    fn deref_mut(&mut self) -> &mut CasProcess {
+        &mut self.process
+    }
 }
 
 impl Cas {
     /// Start; `Err(stderr)` when the process exits before writing `ports.json`.
     fn try_start(home: &Path, data: &Path, n: u32) -> Result<Self, String> {
-        std::fs::create_dir_all(data).unwrap();
-        let ports = data.join("ports.json");
-        let _ = std::fs::remove_file(&ports);
         let logs = home.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let stdout = logs.join(format!("cas-{n}.out"));
         let stderr = logs.join(format!("cas-{n}.err"));
-        let mut child = veil(home)
-            .args(["cas", "serve", "--allow-sim-tier", "--data-dir"])
-            .arg(data)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--enclave-listen",
-                "127.0.0.1:0",
-            ])
-            .env("VEIL_LOG", "debug")
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ports)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                return Ok(Self {
-                    child: Some(child),
-                    api: v["api"].as_str().unwrap().to_string(),
-                    enclave: v["enclave"].as_str().unwrap().to_string(),
-                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
-                    stdout,
-                    stderr,
-                });
-            }
-            if child.try_wait().unwrap().is_some() {
-                return Err(std::fs::read_to_string(&stderr).unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "CAS did not start: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let spawned = CasProcess::spawn(
+            home,
+            data,
+            &CasSpawn {
+                extra: &["--allow-sim-tier"],
+                log_level: Some("debug"),
+                stdout: Some(&stdout),
+                stderr: &stderr,
+                timeout: Duration::from_secs(30),
+            },
+        );
+        match spawned {
+            Ok(process) => Ok(Self { process, stdout }),
+            Err(CasStartError::Exited(log)) => Err(log),
+            Err(CasStartError::TimedOut(log)) => panic!("CAS did not start: {log}"),
         }
     }
 
@@ -80,49 +61,11 @@ impl Cas {
         Self::try_start(home, data, n).unwrap_or_else(|e| panic!("CAS did not start: {e}"))
     }
 
-    /// SIGTERM and wait (graceful stop); asserts exit status 0.
-    fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        let o = std::process::Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "CAS exited with {status}: {}",
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                );
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("CAS did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Everything the process printed.
     fn output(&self) -> Vec<u8> {
         let mut v = std::fs::read(&self.stdout).unwrap();
-        v.extend(std::fs::read(&self.stderr).unwrap());
+        v.extend(std::fs::read(&self.process.stderr).unwrap());
         v
-    }
-}
-
-impl Drop for Cas {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

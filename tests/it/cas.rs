@@ -1,95 +1,9 @@
 //! The CAS and the session CLI (issue 5), driven through real `veil` processes.
 
-use std::path::Path;
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
-use crate::support::veil;
-
-/// A `veil cas serve` process on 127.0.0.1 with port 0; killed on drop.
-pub struct CasProc {
-    child: Option<Child>,
-    /// Client API `host:port`.
-    pub api: String,
-    /// Enclave API `host:port`.
-    pub enclave: String,
-    /// CAS key hash.
-    pub key_hash: String,
-}
-
-impl CasProc {
-    /// Start a CAS in `data_dir`; panics with the log if it does not come up.
-    pub fn start(home: &Path, data_dir: &Path) -> Self {
-        Self::try_start(home, data_dir).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Start a CAS; `Err(log)` when it exits or does not write ports.json within 20 s.
-    pub fn try_start(home: &Path, data_dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let ports = data_dir.join("ports.json");
-        let _ = std::fs::remove_file(&ports);
-        let log = data_dir.join(format!(
-            "cas-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let mut child = veil(home)
-            .args(["cas", "serve", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--enclave-listen",
-                "127.0.0.1:0",
-            ])
-            .env("VEIL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ports)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                return Ok(Self {
-                    child: Some(child),
-                    api: v["api"].as_str().unwrap().to_string(),
-                    enclave: v["enclave"].as_str().unwrap().to_string(),
-                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
-                });
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                return Err(std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "CAS did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL the CAS and wait for it.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for CasProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use crate::support::{CasProcess, veil};
 
 /// A client: its own HOME (identity, pinned CAS config).
 pub struct Client {
@@ -134,7 +48,7 @@ impl Client {
     }
 
     /// Pin `cas`.
-    pub fn attest(&self, cas: &CasProc) {
+    pub fn attest(&self, cas: &CasProcess) {
         self.ok(&["cas", "attest", &cas.api, "--key-hash", &cas.key_hash]);
     }
 
@@ -171,7 +85,7 @@ fn predecessor_of(yaml: &str) -> String {
 fn identities_access_policy_any_none() {
     let cas_home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cas = CasProc::start(cas_home.path(), data.path());
+    let cas = CasProcess::start(cas_home.path(), data.path());
     let a = Client::new();
     let b = Client::new();
     a.attest(&cas);
@@ -246,7 +160,7 @@ fn identities_access_policy_any_none() {
 fn update_race_history_and_cli_errors() {
     let cas_home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cas = CasProc::start(cas_home.path(), data.path());
+    let cas = CasProcess::start(cas_home.path(), data.path());
     let a = Client::new();
 
     // CLI error: unpinned CAS.
@@ -338,7 +252,7 @@ fn update_race_history_and_cli_errors() {
 fn persistence_kill9_plaintext_and_tampering() {
     let cas_home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut cas = CasProc::start(cas_home.path(), data.path());
+    let mut cas = CasProcess::start(cas_home.path(), data.path());
     let a = Client::new();
     a.attest(&cas);
     let marker = "PlaintextMarkerXyzzy";
@@ -390,7 +304,7 @@ fn persistence_kill9_plaintext_and_tampering() {
     }
 
     // Restart: everything is there.
-    let cas = CasProc::start(cas_home.path(), data.path());
+    let cas = CasProcess::start(cas_home.path(), data.path());
     let cfg_path = a.home.path().join(".veil/config.json");
     std::fs::remove_file(&cfg_path).unwrap();
     a.attest(&cas);
@@ -417,7 +331,7 @@ fn persistence_kill9_plaintext_and_tampering() {
     let mut db = pristine.clone();
     db[starts[starts.len() - 1] + 6 + 12 + 3] ^= 0x40;
     std::fs::write(&db_path, &db).unwrap();
-    match CasProc::try_start(cas_home.path(), data.path()) {
+    match CasProcess::try_start(cas_home.path(), data.path()) {
         Err(log) => assert!(refused_clearly(&log), "{log}"),
         Ok(cas) => {
             std::fs::remove_file(&cfg_path).unwrap();
@@ -437,7 +351,7 @@ fn persistence_kill9_plaintext_and_tampering() {
         db[s + 6 + 12 + 3] ^= 0x40;
     }
     std::fs::write(&db_path, &db).unwrap();
-    let log = match CasProc::try_start(cas_home.path(), data.path()) {
+    let log = match CasProcess::try_start(cas_home.path(), data.path()) {
         Ok(_) => panic!("a tampered database must not start"),
         Err(log) => log,
     };

@@ -5,74 +5,16 @@
 //! refused, and the counter never silently restarts at 0.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use veil_identity::Identity;
 
-use crate::support::{data, veil, veil_bin};
+use crate::support::{CasProcess, data, veil, veil_bin};
 
-/// A CAS process (sim tier allowed); killed on drop.
-struct Cas {
-    child: Option<Child>,
-    api: String,
-    enclave: String,
-    key_hash: String,
-}
-
-impl Cas {
-    fn start(home: &Path, data_dir: &Path, owner: &str) -> Self {
-        let ports = data_dir.join("ports.json");
-        let _ = std::fs::remove_file(&ports);
-        let log = data_dir.join("cas.log");
-        let mut child = veil(home)
-            .args(["cas", "serve", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--enclave-listen",
-                "127.0.0.1:0",
-                "--allow-sim-tier",
-                "--owner",
-                owner,
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ports)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                return Self {
-                    child: Some(child),
-                    api: v["api"].as_str().unwrap().to_string(),
-                    enclave: v["enclave"].as_str().unwrap().to_string(),
-                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
-                };
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "CAS did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Cas {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A CAS process (sim tier allowed) owned by `owner`; killed on drop.
+fn start_cas(home: &Path, data_dir: &Path, owner: &str) -> CasProcess {
+    CasProcess::start_with(home, data_dir, &["--allow-sim-tier", "--owner", owner])
 }
 
 struct Counter {
@@ -80,7 +22,7 @@ struct Counter {
     data: tempfile::TempDir,
     owner: String,
     tmp: tempfile::TempDir,
-    cas: Cas,
+    cas: CasProcess,
     session: String,
     mode: &'static str,
 }
@@ -96,7 +38,7 @@ impl Counter {
         let data_dir = tempfile::tempdir().unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let owner = Identity::generate("owner", &[]).unwrap();
-        let cas = Cas::start(home.path(), data_dir.path(), &owner.key_hash());
+        let cas = start_cas(home.path(), data_dir.path(), &owner.key_hash());
         std::fs::create_dir_all(home.path().join(".veil")).unwrap();
         owner.save(&home.path().join(".veil/identity.pem")).unwrap();
         let o = veil(home.path())
@@ -346,12 +288,7 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
     let key_hash = c.cas.key_hash.clone();
     drop(std::mem::replace(
         &mut c.cas,
-        Cas {
-            child: None,
-            api: String::new(),
-            enclave: "127.0.0.1:1".into(),
-            key_hash: key_hash.clone(),
-        },
+        CasProcess::without_process(String::new(), "127.0.0.1:1".into(), key_hash.clone()),
     ));
     std::fs::write(c.tmp.path().join("go"), b"").unwrap();
     let o = child.wait_with_output().unwrap();
@@ -366,7 +303,7 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
     );
     // Restarted, the CAS still holds the last recorded tag: that state opens, the unrecorded
     // one is gone, and nothing restarts at 0.
-    c.cas = Cas::start(c.home.path(), c.data.path(), &c.owner);
+    c.cas = start_cas(c.home.path(), c.data.path(), &c.owner);
     assert_eq!(c.cas.key_hash, key_hash);
     c.count(1);
     c.count(2);

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cas::{CasProc, Client};
+use crate::cas::Client;
+use crate::support::CasProcess;
 
 /// A certificate + key made by openssl (not by veil).
 struct OpensslId {
@@ -74,7 +75,7 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// curl against the CAS, pinned to its key with --pinnedpubkey; returns (status, body).
-fn curl(cas: &CasProc, id: Option<&OpensslId>, args: &[&str]) -> (u16, String) {
+fn curl(cas: &CasProcess, id: Option<&OpensslId>, args: &[&str]) -> (u16, String) {
     let pin = b64(&unhex(&cas.key_hash));
     let mut c = Command::new("curl");
     c.args([
@@ -103,7 +104,7 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-fn url(cas: &CasProc, path: &str) -> String {
+fn url(cas: &CasProcess, path: &str) -> String {
     format!("https://{}{path}", cas.api)
 }
 
@@ -123,7 +124,7 @@ fn msgs(body: &str) -> String {
 fn scone_surface_with_curl_and_openssl_certs() {
     let dir = tempfile::tempdir().unwrap();
     let cas_home = tempfile::tempdir().unwrap();
-    let cas = CasProc::start(cas_home.path(), &dir.path().join("cas"));
+    let cas = CasProcess::start(cas_home.path(), &dir.path().join("cas"));
     let alice = openssl_id(dir.path(), "alice");
     let mallory = openssl_id(dir.path(), "mallory");
     let s1 = dir.path().join("s1.yaml");
@@ -328,7 +329,7 @@ fn scone_surface_with_curl_and_openssl_certs() {
 fn bad_input_gets_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();
     let cas_home = tempfile::tempdir().unwrap();
-    let cas = CasProc::start(cas_home.path(), &dir.path().join("cas"));
+    let cas = CasProcess::start(cas_home.path(), &dir.path().join("cas"));
     let alice = openssl_id(dir.path(), "alice");
     let post = |file: &Path| {
         curl(

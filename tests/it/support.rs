@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `veil` binary built for this test run.
 pub fn veil_bin() -> PathBuf {
@@ -26,4 +27,218 @@ pub fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data")
         .join(name)
+}
+
+/// How to start a [`CasProcess`]: extra `veil cas serve` flags, log level and where its output
+/// goes.
+pub struct CasSpawn<'a> {
+    /// Flags after `--data-dir DIR --api-listen 127.0.0.1:0 --enclave-listen 127.0.0.1:0`.
+    pub extra: &'a [&'a str],
+    /// `VEIL_LOG` of the process (`None`: the [`veil`] default).
+    pub log_level: Option<&'a str>,
+    /// File for stdout (`None`: discarded).
+    pub stdout: Option<&'a Path>,
+    /// File for stderr (the log).
+    pub stderr: &'a Path,
+    /// How long to wait for `ports.json`.
+    pub timeout: Duration,
+}
+
+/// Why a [`CasProcess`] did not come up; each carries the process's stderr.
+#[derive(Debug)]
+pub enum CasStartError {
+    /// The process exited before writing `ports.json`.
+    Exited(String),
+    /// No `ports.json` within the timeout (the process was killed).
+    TimedOut(String),
+}
+
+impl CasStartError {
+    /// The process's stderr.
+    pub fn log(&self) -> &str {
+        match self {
+            Self::Exited(log) | Self::TimedOut(log) => log,
+        }
+    }
+}
+
+impl std::fmt::Display for CasStartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited(log) => f.write_str(log),
+            Self::TimedOut(log) => write!(f, "CAS did not start: {log}"),
+        }
+    }
+}
+
+/// A `veil cas serve` process listening on 127.0.0.1 port 0; killed on drop.
+pub struct CasProcess {
+    child: Option<Child>,
+    /// Client API `host:port`.
+    pub api: String,
+    /// Enclave (workload) API `host:port`.
+    pub enclave: String,
+    /// CAS key hash.
+    pub key_hash: String,
+    /// The file its stderr goes to.
+    pub stderr: PathBuf,
+}
+
+impl CasProcess {
+    /// Start a CAS with data in `data_dir` (created if missing; a stale `ports.json` is removed)
+    /// and wait until it has written its `ports.json`.
+    pub fn spawn(home: &Path, data_dir: &Path, how: &CasSpawn<'_>) -> Result<Self, CasStartError> {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let ports = data_dir.join("ports.json");
+        let _ = std::fs::remove_file(&ports);
+        let mut cmd = veil(home);
+        cmd.args(["cas", "serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--enclave-listen",
+                "127.0.0.1:0",
+            ])
+            .args(how.extra)
+            .stderr(std::fs::File::create(how.stderr).unwrap());
+        if let Some(level) = how.log_level {
+            cmd.env("VEIL_LOG", level);
+        }
+        match how.stdout {
+            Some(path) => cmd.stdout(std::fs::File::create(path).unwrap()),
+            None => cmd.stdout(Stdio::null()),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let log = || std::fs::read_to_string(how.stderr).unwrap_or_default();
+        let deadline = Instant::now() + how.timeout;
+        loop {
+            if let Some(v) = read_ports(&ports) {
+                return Ok(Self {
+                    child: Some(child),
+                    api: v["api"].as_str().unwrap().to_string(),
+                    enclave: v["enclave"].as_str().unwrap().to_string(),
+                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
+                    stderr: how.stderr.to_path_buf(),
+                });
+            }
+            if child.try_wait().unwrap().is_some() {
+                return Err(CasStartError::Exited(log()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CasStartError::TimedOut(log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start a CAS in `data_dir` (`VEIL_LOG=info`, a fresh log file in `data_dir`); panics with
+    /// the log if it does not come up.
+    pub fn start(home: &Path, data_dir: &Path) -> Self {
+        Self::try_start(home, data_dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`CasProcess::start`]; `Err(log)` when it exits or does not write `ports.json`
+    /// within 20 s.
+    pub fn try_start(home: &Path, data_dir: &Path) -> Result<Self, String> {
+        let log = data_dir.join(format!(
+            "cas-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        Self::spawn(
+            home,
+            data_dir,
+            &CasSpawn {
+                extra: &[],
+                log_level: Some("info"),
+                stdout: None,
+                stderr: &log,
+                timeout: Duration::from_secs(20),
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Start a CAS with `extra` flags (default `VEIL_LOG`, log in `data_dir/cas.log`, 30 s to come
+    /// up); panics with the log if it does not come up.
+    pub fn start_with(home: &Path, data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.join("cas.log");
+        Self::spawn(
+            home,
+            data_dir,
+            &CasSpawn {
+                extra,
+                log_level: None,
+                stdout: None,
+                stderr: &log,
+                timeout: Duration::from_secs(30),
+            },
+        )
+        .unwrap_or_else(|e| panic!("CAS did not start: {}", e.log()))
+    }
+
+    /// A stand-in with no process behind it (to point clients at an address nothing serves).
+    pub fn without_process(api: String, enclave: String, key_hash: String) -> Self {
+        Self {
+            child: None,
+            api,
+            enclave,
+            key_hash,
+            stderr: PathBuf::new(),
+        }
+    }
+
+    /// SIGKILL the CAS and wait for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (graceful stop); asserts exit status 0 within 20 s.
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let o = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "CAS exited with {status}: {}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("CAS did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CasProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The parsed `ports.json` once it holds complete JSON (the CAS writes it when it listens).
+pub fn read_ports(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
 }

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use veil_attest::protocol::{
     ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH, NonceResponse,
@@ -13,69 +12,7 @@ use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
 use veil_client::{Connection, Method};
 use veil_identity::Identity;
 
-use crate::support::veil;
-
-/// A CAS process with extra flags; killed on drop.
-struct Cas {
-    child: Option<Child>,
-    api: String,
-    enclave: String,
-    key_hash: String,
-}
-
-impl Cas {
-    fn start(home: &Path, data_dir: &Path, extra: &[&str]) -> Self {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let ports = data_dir.join("ports.json");
-        let _ = std::fs::remove_file(&ports);
-        let log = data_dir.join("cas.log");
-        let mut child = veil(home)
-            .args(["cas", "serve", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--enclave-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ports)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                return Self {
-                    child: Some(child),
-                    api: v["api"].as_str().unwrap().to_string(),
-                    enclave: v["enclave"].as_str().unwrap().to_string(),
-                    key_hash: v["key_hash"].as_str().unwrap().to_string(),
-                };
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "CAS did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Cas {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use crate::support::{CasProcess, veil};
 
 /// JSON bytes of a request body.
 macro_rules! j {
@@ -91,7 +28,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(cas: &Cas) -> Self {
+    async fn open(cas: &CasProcess) -> Self {
         let id = Identity::generate("veil-launcher", &[]).unwrap();
         let conn = Connection::connect("cas", &cas.enclave, Some(&cas.key_hash), Some(&id))
             .await
@@ -172,7 +109,7 @@ struct Setup {
     _home: tempfile::TempDir,
     _data: tempfile::TempDir,
     owner: Identity,
-    cas: Cas,
+    cas: CasProcess,
 }
 
 async fn setup(extra: &[&str], yaml: &[String]) -> Setup {
@@ -182,7 +119,7 @@ async fn setup(extra: &[&str], yaml: &[String]) -> Setup {
     let kh = owner.key_hash();
     let mut args = vec!["--owner", kh.as_str()];
     args.extend_from_slice(extra);
-    let cas = Cas::start(home.path(), data.path(), &args);
+    let cas = CasProcess::start_with(home.path(), data.path(), &args);
     let mut c = Connection::connect("cas", &cas.api, Some(&cas.key_hash), Some(&owner))
         .await
         .unwrap();
@@ -370,7 +307,7 @@ async fn volume_tags_and_leases() {
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let owner = Identity::generate("owner", &[]).unwrap();
-    let cas = Cas::start(home.path(), data.path(), &["--allow-sim-tier"]);
+    let cas = CasProcess::start_with(home.path(), data.path(), &["--allow-sim-tier"]);
     let mut oc = Connection::connect("cas", &cas.api, Some(&cas.key_hash), Some(&owner))
         .await
         .unwrap();
@@ -429,7 +366,7 @@ async fn volume_tags_and_leases() {
     drop(c);
     drop(c2);
     drop(cas);
-    let cas = Cas::start(home.path(), data.path(), &["--allow-sim-tier"]);
+    let cas = CasProcess::start_with(home.path(), data.path(), &["--allow-sim-tier"]);
     let mut c = Conn::open(&cas).await;
     let req = c.sim_request("s/app", b"program", None).await;
     let cfg3 = c.attest(&req).await.unwrap();
@@ -441,7 +378,7 @@ async fn volume_tags_and_leases() {
     assert_eq!(st, 403);
 }
 
-fn client_home(cas: &Cas, id: &Identity) -> tempfile::TempDir {
+fn client_home(cas: &CasProcess, id: &Identity) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".veil")).unwrap();
     id.save(&home.path().join(".veil/identity.pem")).unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use veil_identity::Identity;
 
-use crate::support::{CasProcess, data, veil, veil_bin};
+use crate::support::{CasProcess, create_session, data, pin_cas_as, veil_bin};
 
 /// A CAS process (sim tier allowed) owned by `owner`; killed on drop.
 fn start_cas(home: &Path, data_dir: &Path, owner: &str) -> CasProcess {
@@ -39,13 +39,7 @@ impl Counter {
         let tmp = tempfile::tempdir().unwrap();
         let owner = Identity::generate("owner", &[]).unwrap();
         let cas = start_cas(home.path(), data_dir.path(), &owner.key_hash());
-        std::fs::create_dir_all(home.path().join(".veil")).unwrap();
-        owner.save(&home.path().join(".veil/identity.pem")).unwrap();
-        let o = veil(home.path())
-            .args(["cas", "attest", &cas.api, "--key-hash", &cas.key_hash])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        pin_cas_as(home.path(), &owner, &cas);
 
         // The measurement covers the launcher and the program it runs (/bin/sh).
         let o = launcher()
@@ -90,15 +84,7 @@ impl Counter {
         let file = t.join("session.yaml");
         std::fs::write(&file, yaml).unwrap();
         let session = "counter-test".to_string();
-        let o = veil(home.path())
-            .args(["session", "create", "-e"])
-            .arg(format!("SESSION={session}"))
-            .arg("-e")
-            .arg(format!("MRENCLAVE={mrenclave}"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        create_session(home.path(), &session, &mrenclave, &file);
         Self {
             home,
             data: data_dir,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cas::Client;
-use crate::support::CasProcess;
+use crate::support::{CasProcess, assert_success};
 
 /// A certificate + key made by openssl (not by veil).
 struct OpensslId {
@@ -35,7 +35,7 @@ fn openssl_id(dir: &Path, name: &str) -> OpensslId {
         .args(["-days", "2", "-subj", &format!("/CN={name}")])
         .output()
         .expect("openssl must be installed");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o);
     let combined = dir.join(format!("{name}-identity.pem"));
     let text = format!(
         "{}{}",

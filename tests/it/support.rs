@@ -242,3 +242,35 @@ pub fn read_ports(path: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }
+
+/// Asserts that a finished command succeeded, showing its stderr otherwise.
+#[track_caller]
+pub fn assert_success(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Makes `id` the identity of `home` (`~/.veil/identity.pem`) and pins `cas` there with
+/// `veil cas attest`.
+pub fn pin_cas_as(home: &Path, id: &veil_identity::Identity, cas: &CasProcess) {
+    std::fs::create_dir_all(home.join(".veil")).unwrap();
+    id.save(&home.join(".veil/identity.pem")).unwrap();
+    let o = veil(home)
+        .args(["cas", "attest", &cas.api, "--key-hash", &cas.key_hash])
+        .output()
+        .unwrap();
+    assert_success(&o);
+}
+
+/// `veil session create -e SESSION=session -e MRENCLAVE=mrenclave file` as `home`'s identity,
+/// asserting success.
+pub fn create_session(home: &Path, session: &str, mrenclave: &str, file: &Path) {
+    let o = veil(home)
+        .args(["session", "create", "-e"])
+        .arg(format!("SESSION={session}"))
+        .arg("-e")
+        .arg(format!("MRENCLAVE={mrenclave}"))
+        .arg(file)
+        .output()
+        .unwrap();
+    assert_success(&o);
+}

@@ -12,7 +12,7 @@ use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
 use veil_client::{Connection, Method};
 use veil_identity::Identity;
 
-use crate::support::{CasProcess, veil};
+use crate::support::{CasProcess, assert_success, create_session, pin_cas_as, veil};
 
 /// JSON bytes of a request body.
 macro_rules! j {
@@ -380,13 +380,7 @@ async fn volume_tags_and_leases() {
 
 fn client_home(cas: &CasProcess, id: &Identity) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join(".veil")).unwrap();
-    id.save(&home.path().join(".veil/identity.pem")).unwrap();
-    let o = veil(home.path())
-        .args(["cas", "attest", &cas.api, "--key-hash", &cas.key_hash])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    pin_cas_as(home.path(), id, cas);
     home
 }
 
@@ -481,7 +475,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&node.key_hash()));
 
     // Now accepted; evidence naming another node id is refused.
@@ -510,7 +504,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .args(["cas", "revoke-node", &node.key_hash()])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o);
     let n = c.nonce().await;
     let (_, v) = c
         .attest(&node_request(&node, "node-1", &n, &c.id))
@@ -561,15 +555,7 @@ impl Envcas {
         let file = out.path().join("session.yaml");
         std::fs::write(&file, yaml).unwrap();
         let session = "envcas-example".to_string();
-        let o = veil(home.path())
-            .args(["session", "create", "-e"])
-            .arg(format!("SESSION={session}"))
-            .arg("-e")
-            .arg(format!("MRENCLAVE={mrenclave}"))
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        create_session(home.path(), &session, &mrenclave, &file);
         Self {
             s,
             home,
@@ -673,7 +659,7 @@ async fn envcas_with_otp_end_to_end() {
         "{err}"
     );
     let o = e.run(&veil_bin, &format!("with_otp@{code}"), &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o);
     let o = e.run(&veil_bin, &format!("with_otp@{code}"), &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -770,7 +756,7 @@ async fn envcas_node_tier_end_to_end() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success(&o);
     let o = e.run_with(&veil_bin, "envcas", &["-v", "/tmp/num"], &node_env);
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(

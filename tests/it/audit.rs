@@ -11,7 +11,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use veil_audit::Event;
 
-use crate::support::{CasProcess, CasSpawn, CasStartError, veil};
+use crate::support::{
+    CasProcess, CasSpawn, CasStartError, launcher_command, success_stdout, veil, veil_bin,
+};
 
 /// A `veil cas serve` process whose stdout and stderr go to files; killed on drop.
 struct Cas {
@@ -102,14 +104,7 @@ impl Cli {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "veil {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        success_stdout(args, self.run(args))
     }
 
     fn file(&self, name: &str, text: &str) -> String {
@@ -120,13 +115,7 @@ impl Cli {
 
     /// Run the real launcher (`veil envcas`, `sim` tier) for `service` of `session`.
     fn envcas(&self, cas: &Cas, session: &str, service: &str) -> Output {
-        let mut c = std::process::Command::new(crate::support::veil_bin());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
-                c.env_remove(k);
-            }
-        }
-        let o = c
+        let o = launcher_command(&veil_bin())
             .env("HOME", self.home.path())
             .env("VEIL_LOG", "debug")
             .env("VEIL_MODE", "sim")

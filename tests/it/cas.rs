@@ -3,7 +3,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{CasProcess, veil};
+use crate::support::{CasProcess, success_stdout, veil};
 
 /// A client: its own HOME (identity, pinned CAS config).
 pub struct Client {
@@ -26,14 +26,7 @@ impl Client {
 
     /// `veil ARGS`, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "veil {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        success_stdout(args, self.run(args))
     }
 
     /// `veil ARGS`, asserting failure; returns stderr.

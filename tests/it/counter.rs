@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use veil_identity::Identity;
 
-use crate::support::{CasProcess, create_session, data, pin_cas_as, veil_bin};
+use crate::support::{CasProcess, create_session, data, launcher_command, pin_cas_as, veil_bin};
 
 /// A CAS process (sim tier allowed) owned by `owner`; killed on drop.
 fn start_cas(home: &Path, data_dir: &Path, owner: &str) -> CasProcess {
@@ -164,12 +164,7 @@ impl Counter {
 }
 
 fn launcher() -> Command {
-    let mut c = Command::new(veil_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = launcher_command(&veil_bin());
     c.env("VEIL_LOG", "warn");
     c
 }

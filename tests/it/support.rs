@@ -274,3 +274,27 @@ pub fn create_session(home: &Path, session: &str, mrenclave: &str, file: &Path) 
         .unwrap();
     assert_success(&o);
 }
+
+/// `program` (the launcher) with none of the `VEIL_*`/`SCONE_*` variables of the test process
+/// inherited.
+pub fn launcher_command(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Asserts that `veil ARGS` succeeded (showing its stdout and stderr otherwise); its stdout.
+#[track_caller]
+pub fn success_stdout(args: &[&str], o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "veil {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}

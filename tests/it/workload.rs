@@ -12,7 +12,9 @@ use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
 use veil_client::{Connection, Method};
 use veil_identity::Identity;
 
-use crate::support::{CasProcess, assert_success, create_session, pin_cas_as, veil};
+use crate::support::{
+    CasProcess, assert_success, create_session, launcher_command, pin_cas_as, veil,
+};
 
 /// JSON bytes of a request body.
 macro_rules! j {
@@ -69,6 +71,15 @@ impl Conn {
             evidence: Evidence::Sim(SimEvidence::new(launcher(), target(program), rd)),
             service_access_token: None,
         }
+    }
+
+    /// Reports the program's exit (status 0) for `instance_token`; the HTTP status.
+    async fn exit(&mut self, instance_token: String) -> u16 {
+        let req = ExitRequest {
+            instance_token,
+            status: 0,
+        };
+        self.post(EXIT_PATH, j!(req)).await.0
     }
 
     async fn attest(
@@ -226,15 +237,7 @@ async fn measurement_nonce_and_binding_are_enforced() {
     let cfg = c.attest(&req).await.unwrap();
     let (_, v) = c.attest(&req).await.unwrap_err();
     assert_eq!(v["code"], "attestation_nonce_unknown");
-    let (st, _) = c
-        .post(
-            EXIT_PATH,
-            j!(ExitRequest {
-                instance_token: cfg.instance_token,
-                status: 0,
-            }),
-        )
-        .await;
+    let st = c.exit(cfg.instance_token).await;
     assert_eq!(st, 200);
     // Without a client certificate the workload routes answer 401.
     let mut anon = Connection::connect("cas", &s.cas.enclave, Some(&s.cas.key_hash), None)
@@ -281,14 +284,7 @@ async fn otp_valid_replay_wrong() {
         .sim_request(&format!("s/app@{code}"), b"program", None)
         .await;
     let cfg = c.attest(&req).await.unwrap();
-    c.post(
-        EXIT_PATH,
-        j!(ExitRequest {
-            instance_token: cfg.instance_token,
-            status: 0,
-        }),
-    )
-    .await;
+    c.exit(cfg.instance_token).await;
     let req = c
         .sim_request(&format!("s/app@{code}"), b"program", None)
         .await;
@@ -347,15 +343,7 @@ async fn volume_tags_and_leases() {
     assert_eq!((st, v["code"].as_str()), (403, Some("instance_unknown")));
 
     // Exit releases the lease; the next start gets tag B and the same key.
-    let (st, _) = c
-        .post(
-            EXIT_PATH,
-            j!(ExitRequest {
-                instance_token: cfg.instance_token.clone(),
-                status: 0,
-            }),
-        )
-        .await;
+    let st = c.exit(cfg.instance_token.clone()).await;
     assert_eq!(st, 200);
     let req = c2.sim_request("s/app", b"program", None).await;
     let cfg2 = c2.attest(&req).await.unwrap();
@@ -484,14 +472,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .attest(&node_request(&node, "node-1", &n, &c.id))
         .await
         .unwrap();
-    c.post(
-        EXIT_PATH,
-        j!(ExitRequest {
-            instance_token: cfg.instance_token,
-            status: 0,
-        }),
-    )
-    .await;
+    c.exit(cfg.instance_token).await;
     let n = c.nonce().await;
     let (_, v) = c
         .attest(&node_request(&node, "node-2", &n, &c.id))
@@ -575,13 +556,8 @@ impl Envcas {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> std::process::Output {
-        let mut c = std::process::Command::new(program);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("HOME", self.home.path())
+        launcher_command(program)
+            .env("HOME", self.home.path())
             .env("VEIL_LOG", "warn")
             .env("SCONE_CONFIG_ID", format!("{}/{service}", self.session))
             .env("VEIL_CAS_ADDR", &self.s.cas.enclave)

@@ -3,6 +3,7 @@
 
 mod audit;
 mod cas;
+mod coderegion;
 mod counter;
 mod policy;
 mod rest;

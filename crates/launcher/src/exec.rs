@@ -87,18 +87,12 @@ fn check_volume_path(name: &str, p: &str) -> Result<(), LauncherError> {
     })
 }
 
-/// Turn a CAS configuration into a [`Plan`]: expand `@@N` and `\@\@NAME`, check paths, and
-/// refuse what this launcher cannot honour yet.
+/// Turn a CAS configuration into a [`Plan`]: expand `@@N` and `\@\@NAME` and check paths.
 pub fn plan(
     config: &ConfigResponse,
     host_argv: &[String],
     host_env: &BTreeMap<String, String>,
 ) -> Result<Plan, LauncherError> {
-    if config.code_region.is_some() {
-        return Err(LauncherError::new(
-            "The service has a code region (fspf_path), which this launcher does not support yet",
-        ));
-    }
     let mut volume_paths = BTreeSet::new();
     for v in &config.volumes {
         check_volume_path(&v.name, &v.path)?;

@@ -8,6 +8,9 @@
 //! * [`cas`]: the TLS client of the workload API (pinned CAS key, ephemeral client key).
 //! * [`exec`]: private mount namespace, injection files, child process, signal forwarding.
 //! * [`envcas`]: the envcas configuration and file copies.
+//! * [`coderegion`]: the code region (`fspf_path`, a shield backing store directory): opened
+//!   read-only at the CAS's `fspf_tag`, every chunk verified, and bind-mounted read-only at its
+//!   directories before the program starts.
 //! * [`volumes`]: volumes in staged mode (open at the CAS's tag, tmpfs at their path, commit
 //!   and record the new tag in the CAS after the program exits).
 //!
@@ -18,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod cas;
+pub mod coderegion;
 pub mod envcas;
 pub mod error;
 pub mod exec;
@@ -222,8 +226,8 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
     result
 }
 
-/// Apply a configuration that came from the attested CAS: plan, volumes, private namespace,
-/// files, then run `program` (or, for envcas, the program named in `envcas_config`); after it
+/// Apply a configuration that came from the attested CAS: plan, code region, volumes, private
+/// namespace, files, then run `program` (or, for envcas, the program named in `envcas_config`); after it
 /// exits, write the volumes back and record their tags (a failure there is fatal).
 pub fn run_config(
     config: &veil_attest::protocol::ConfigResponse,
@@ -235,6 +239,10 @@ pub fn run_config(
 ) -> Result<i32, LauncherError> {
     const START: &str = "Could not start the service with its configuration";
     let plan = exec::plan(config, host_argv, host_env).map_err(|e| e.context(START))?;
+    let region = match &config.code_region {
+        Some(r) => Some(coderegion::open_region(r).map_err(|e| e.context(START))?),
+        None => None,
+    };
     let mut opened = Vec::new();
     if !config.volumes.is_empty() {
         let Some(ctx) = volumes else {
@@ -248,22 +256,28 @@ pub fn run_config(
         }
     }
     exec::enter_private_mount_namespace().map_err(|e| e.context(START))?;
-    let unmount_all = |opened: Vec<volumes::OpenVolume>| {
+    // The code region first: volumes and injection files may be placed below its directories.
+    let exposed = match region {
+        Some(r) => r.expose().map_err(|e| e.context(START))?,
+        None => coderegion::ExposedRegion::default(),
+    };
+    let unmount_all = |opened: Vec<volumes::OpenVolume>, exposed: coderegion::ExposedRegion| {
         for v in opened.into_iter().rev() {
             v.unmount();
         }
+        exposed.cleanup();
     };
     for i in 0..opened.len() {
         let Some(ctx) = volumes else { break };
         if let Err(e) = opened[i].mount(ctx) {
-            unmount_all(opened);
+            unmount_all(opened, exposed);
             return Err(e.context(START));
         }
     }
     let placed = match exec::place_files(&plan.files) {
         Ok(p) => p,
         Err(e) => {
-            unmount_all(opened);
+            unmount_all(opened, exposed);
             return Err(e.context(START));
         }
     };
@@ -272,7 +286,7 @@ pub fn run_config(
             Ok(h) => Some(h),
             Err(e) => {
                 placed.cleanup();
-                unmount_all(opened);
+                unmount_all(opened, exposed);
                 return Err(e.context(START));
             }
         },
@@ -293,7 +307,7 @@ pub fn run_config(
             }
         }
     }
-    unmount_all(opened);
+    unmount_all(opened, exposed);
     let status = result?;
     saved?;
     Ok(status)

@@ -1,0 +1,361 @@
+//! The code region (SCONE's FSPF): a read-only, encrypted file tree the launcher verifies and
+//! exposes before the program starts (decision 4).
+//!
+//! * **Backing store**: the directory at the service's `fspf_path`, as a converted image ships it
+//!   (built with [`veil_shield::build_deterministic`] or `veil volume create --from DIR`). The path
+//!   must be absolute.
+//! * **Volume id**: [`region_id`], the empty [`VolumeId`] (no CAS, no session, no volume name):
+//!   the image converter builds the region before any CAS or session exists, so the id cannot name
+//!   them. The region is bound to its session by its key (`fspf_key`) and its tag (`fspf_tag`),
+//!   both of which come only from the attested CAS.
+//! * **Opening**: read-only with `Expect::Tag(fspf_tag)` and the CAS's key. Without a tag the
+//!   region is refused, except under `fspf_update_policy: no_rollback_protection`, where the newest
+//!   state that authenticates under the key is opened. The launcher never records a tag for the
+//!   code region (it is never written).
+//! * **Exposure**: inside the program's private mount namespace, a launcher-owned tmpfs is mounted
+//!   on a fresh staging directory and the region is unpacked into it (every chunk verified; a
+//!   failure is fatal with the shield's message naming the chunk and file, and the program does
+//!   not start). Each region directory is then bind-mounted read-only at its path: at the first
+//!   level where the host path is missing or an empty directory (so region files `/code/app.py`
+//!   give a read-only `/code`, while a region under an existing, non-empty `/srv` only covers the
+//!   paths it defines below it); region files whose parent exists on the host with content are
+//!   bind-mounted one by one. Finally the staging tmpfs is detached, so only the bind mounts keep
+//!   it alive. Mount points created for this are removed again when the program has exited.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use veil_attest::protocol::{CodeRegion, UpdatePolicy};
+use veil_shield::{Access, Expect, Options, Tag, Volume, VolumeId, VolumeKey};
+
+use crate::error::{LauncherError, err};
+
+/// The name the code region carries in messages.
+pub const CODE_REGION_NAME: &str = "code-region";
+
+/// The shield volume id of every code region (see the module documentation).
+pub fn region_id() -> VolumeId {
+    VolumeId::default()
+}
+
+/// A code region whose metadata has been verified at the CAS's tag; not yet exposed.
+pub struct OpenRegion {
+    path: String,
+    volume: Volume,
+}
+
+impl std::fmt::Debug for OpenRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenRegion")
+            .field("fspf_path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_is_empty(dir: &Path) -> Result<bool, LauncherError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(err(
+            format!("Cannot read the code region {}", dir.display()),
+            e,
+        )),
+    }
+}
+
+/// Open the code region read-only at the tag the CAS holds. Does not mount anything.
+pub fn open_region(region: &CodeRegion) -> Result<OpenRegion, LauncherError> {
+    let outer = format!("Cannot verify the code region {}", region.fspf_path);
+    let fail = |why: String| LauncherError::chain(vec![outer.clone(), why]);
+    let backing = Path::new(&region.fspf_path);
+    if !backing.is_absolute() {
+        return Err(fail("fspf_path is not an absolute path".into()));
+    }
+    let key = VolumeKey::from_hex(&region.fspf_key).map_err(|_| {
+        fail("the code region key (fspf_key) from CAS is not 64 hex characters".into())
+    })?;
+    let expect = match (&region.fspf_tag, region.update_policy) {
+        (Some(t), _) => Expect::Tag(
+            t.parse::<Tag>()
+                .map_err(|e| fail(format!("the tag (fspf_tag) from CAS: {e}")))?,
+        ),
+        (None, UpdatePolicy::NoRollbackProtection) => Expect::Newest,
+        (None, _) => {
+            return Err(fail(
+                "CAS holds no tag (fspf_tag) for the code region and its update policy requires one: refused".into(),
+            ));
+        }
+    };
+    if store_is_empty(backing)? {
+        return Err(fail(
+            "the backing store is empty or missing: refused (the code region was deleted or never shipped)".into(),
+        ));
+    }
+    let mut opts = Options::named(CODE_REGION_NAME);
+    opts.display_root = String::new();
+    let volume = veil_shield::open(backing, &key, &region_id(), expect, Access::ReadOnly, opts)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(OpenRegion {
+        path: region.fspf_path.clone(),
+        volume,
+    })
+}
+
+/// The code region's mounts in the private namespace; [`ExposedRegion::cleanup`] undoes them.
+#[derive(Debug, Default)]
+pub struct ExposedRegion {
+    staging: Option<PathBuf>,
+    staging_mounted: bool,
+    mounted: Vec<PathBuf>,
+    created_files: Vec<PathBuf>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl ExposedRegion {
+    /// The paths bind-mounted read-only, in mount order.
+    pub fn mounts(&self) -> &[PathBuf] {
+        &self.mounted
+    }
+
+    /// Unmount everything and remove the mount points that were created.
+    pub fn cleanup(mut self) {
+        for m in self.mounted.drain(..).rev() {
+            if let Err(e) = nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
+                tracing::warn!("cannot unmount {}: {e}", m.display());
+            }
+        }
+        for f in self.created_files.drain(..).rev() {
+            let _ = std::fs::remove_file(&f);
+        }
+        for d in self.created_dirs.drain(..).rev() {
+            // Only if empty: something else may have been put there meanwhile.
+            let _ = std::fs::remove_dir(&d);
+        }
+        if let Some(s) = self.staging.take() {
+            if self.staging_mounted {
+                let _ = nix::mount::umount2(&s, MntFlags::MNT_DETACH);
+            }
+            let _ = std::fs::remove_dir(&s);
+        }
+    }
+}
+
+impl OpenRegion {
+    /// Unpack (verifying every chunk) onto a launcher-owned tmpfs and bind-mount the region's
+    /// directories read-only at their paths. Call inside the private mount namespace.
+    pub fn expose(self) -> Result<ExposedRegion, LauncherError> {
+        let outer = format!("Cannot verify the code region {}", self.path);
+        let mut ex = ExposedRegion::default();
+        match self.expose_into(&mut ex, &outer) {
+            Ok(()) => Ok(ex),
+            Err(e) => {
+                ex.cleanup();
+                Err(e)
+            }
+        }
+    }
+
+    fn expose_into(&self, ex: &mut ExposedRegion, outer: &str) -> Result<(), LauncherError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let staging =
+            std::env::temp_dir().join(format!("veil-code-{}-{nanos:08x}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| err(outer, format!("creating {}: {e}", staging.display())))?;
+        ex.staging = Some(staging.clone());
+        nix::mount::mount(
+            Some("tmpfs"),
+            &staging,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0700"),
+        )
+        .map_err(|e| err(outer, format!("mounting a tmpfs: {e}")))?;
+        ex.staging_mounted = true;
+        let tree = staging.join("region");
+        self.volume
+            .unpack(&tree)
+            .map_err(|e| err(outer, e.to_string()))?;
+        let expose_outer = format!("Cannot expose the code region {}", self.path);
+        place_dir(&tree, Path::new("/"), ex).map_err(|e| e.context(expose_outer.clone()))?;
+        // Detach the staging tmpfs: the bind mounts keep the region alive.
+        nix::mount::umount2(&staging, MntFlags::MNT_DETACH)
+            .map_err(|e| err(expose_outer, format!("detaching the staging tmpfs: {e}")))?;
+        ex.staging_mounted = false;
+        Ok(())
+    }
+}
+
+fn is_empty_dir(p: &Path) -> Result<bool, LauncherError> {
+    let mut rd = std::fs::read_dir(p).map_err(|e| err(format!("reading {}", p.display()), e))?;
+    Ok(rd.next().is_none())
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, LauncherError> {
+    let mut names = std::fs::read_dir(dir)
+        .map_err(|e| err(format!("reading {}", dir.display()), e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("reading {}", dir.display()), e))?;
+    names.sort();
+    Ok(names)
+}
+
+/// Expose the entries of the unpacked region directory `src` below the host directory `dst`.
+fn place_dir(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), LauncherError> {
+    for name in sorted_entries(src)? {
+        let s = src.join(&name);
+        let d = dst.join(&name);
+        let smd = std::fs::symlink_metadata(&s)
+            .map_err(|e| err(format!("reading {}", s.display()), e))?;
+        let host = match std::fs::symlink_metadata(&d) {
+            Ok(md) => Some(md),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(err(format!("inspecting {}", d.display()), e)),
+        };
+        if host.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            return Err(LauncherError::new(format!(
+                "{} is a symbolic link on the host; the code region does not follow it",
+                d.display()
+            )));
+        }
+        if smd.is_dir() {
+            match host {
+                None => {
+                    std::fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&d)
+                        .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
+                    ex.created_dirs.push(d.clone());
+                    bind_read_only(&s, &d, ex)?;
+                }
+                Some(m) if m.is_dir() => {
+                    if is_empty_dir(&d)? {
+                        bind_read_only(&s, &d, ex)?;
+                    } else {
+                        place_dir(&s, &d, ex)?;
+                    }
+                }
+                Some(_) => {
+                    return Err(LauncherError::new(format!(
+                        "{} is a directory in the code region but not on the host",
+                        d.display()
+                    )));
+                }
+            }
+        } else if smd.is_file() {
+            match host {
+                None => {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&d)
+                        .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
+                    ex.created_files.push(d.clone());
+                }
+                Some(m) if m.is_file() => {}
+                Some(_) => {
+                    return Err(LauncherError::new(format!(
+                        "{} is a file in the code region but not on the host",
+                        d.display()
+                    )));
+                }
+            }
+            bind_read_only(&s, &d, ex)?;
+        } else {
+            return Err(LauncherError::new(format!(
+                "{} in the code region is neither a file nor a directory and cannot be exposed",
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn bind_read_only(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), LauncherError> {
+    nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| err(format!("bind-mounting over {}", dst.display()), e))?;
+    ex.mounted.push(dst.to_path_buf());
+    nix::mount::mount(
+        None::<&str>,
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| err(format!("making {} read-only", dst.display()), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(path: &str, tag: Option<&str>, policy: UpdatePolicy) -> CodeRegion {
+        CodeRegion {
+            fspf_path: path.into(),
+            fspf_key: "11".repeat(32),
+            fspf_tag: tag.map(str::to_string),
+            update_policy: policy,
+        }
+    }
+
+    #[test]
+    fn refuses_before_touching_anything() {
+        let rp = UpdatePolicy::RollbackProtected;
+        let tag = "0123456789abcdef0123456789abcdef";
+        let e = open_region(&region("rel/fspf", Some(tag), rp)).expect_err("relative");
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("fspf");
+        let ps = p.display().to_string();
+        let e = open_region(&region(&ps, None, rp)).expect_err("no tag");
+        assert!(e.to_string().contains("no tag (fspf_tag)"), "{e}");
+        let e = open_region(&region(&ps, Some(tag), rp)).expect_err("missing");
+        assert!(e.to_string().contains("empty or missing"), "{e}");
+        let mut r = region(&ps, Some(tag), rp);
+        r.fspf_key = "secret-key-material".into();
+        let e = open_region(&r).expect_err("key");
+        assert!(e.to_string().contains("not 64 hex"), "{e}");
+        assert!(!e.to_string().contains("secret-key-material"), "{e}");
+    }
+
+    #[test]
+    fn opens_a_deterministic_build_at_its_tag_only() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("code")).expect("mkdir");
+        std::fs::write(src.join("code/app.sh"), b"echo hi\n").expect("w");
+        let backing = d.path().join("fspf");
+        let key = VolumeKey::from_hex(&"11".repeat(32)).expect("key");
+        let tag = veil_shield::build_deterministic(
+            &src,
+            &backing,
+            &key,
+            &region_id(),
+            veil_shield::Protection::Encrypted,
+        )
+        .expect("build");
+        let ps = backing.display().to_string();
+        let t = tag.to_string();
+        let r = open_region(&region(&ps, Some(&t), UpdatePolicy::RollbackProtected));
+        assert!(r.is_ok(), "{r:?}");
+        // Without a tag only when the policy waives rollback protection.
+        let r = open_region(&region(&ps, None, UpdatePolicy::NoRollbackProtection));
+        assert!(r.is_ok(), "{r:?}");
+        let other = "0123456789abcdef0123456789abcdef";
+        let e = open_region(&region(&ps, Some(other), UpdatePolicy::RollbackProtected))
+            .expect_err("wrong tag");
+        assert!(e.chain[0].contains("Cannot verify the code region"), "{e}");
+    }
+}

@@ -728,6 +728,76 @@ mod tests {
     }
 
     #[test]
+    fn code_region_is_exposed_read_only_at_its_directories() {
+        let d = tempfile::tempdir().expect("tmp");
+        let t = std::fs::canonicalize(d.path()).expect("canonical");
+        // On the host: a non-empty directory (the region only adds to it), an empty directory
+        // (the region's directory replaces it) and nothing at `new` (created as mount point).
+        std::fs::create_dir_all(t.join("host")).expect("mkdir");
+        std::fs::write(t.join("host/keep"), b"host file\n").expect("w");
+        std::fs::create_dir_all(t.join("empty")).expect("mkdir");
+        let src = t.join("src");
+        let inner = src.join(t.strip_prefix("/").expect("absolute"));
+        for (p, c) in [
+            ("new/app.sh", "app\n"),
+            ("empty/e.txt", "e\n"),
+            ("host/added.txt", "added\n"),
+        ] {
+            let f = inner.join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&f, c).expect("w");
+        }
+        let key = veil_shield::VolumeKey::from_hex(&"11".repeat(32)).expect("key");
+        let backing = t.join("fspf");
+        let tag = veil_shield::build_deterministic(
+            &src,
+            &backing,
+            &key,
+            &crate::coderegion::region_id(),
+            veil_shield::Protection::Encrypted,
+        )
+        .expect("build");
+        let out = t.join("out");
+        let script = format!(
+            "exec > {out}; cd {t}; cat new/app.sh empty/e.txt host/added.txt host/keep; \
+             for f in new/w host/added.txt; do if ( echo x >> $f ) 2>/dev/null; then echo writable; else echo ro; fi; done",
+            out = out.display(),
+            t = t.display()
+        );
+        let mut cfg = config(vec!["sh".into(), "-c".into(), script], &[], &t, vec![]);
+        cfg.code_region = Some(veil_attest::protocol::CodeRegion {
+            fspf_path: backing.display().to_string(),
+            fspf_key: "11".repeat(32),
+            fspf_tag: Some(tag.to_string()),
+            update_policy: veil_attest::protocol::UpdatePolicy::RollbackProtected,
+        });
+        let spec = Spec {
+            config: cfg,
+            host_argv: vec!["sh".into()],
+            envcas_config: None,
+        };
+        let o = child(&spec).output().expect("run");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("out"),
+            "app\ne\nadded\nhost file\nro\nro\n"
+        );
+        // Nothing of the region stays on the host; the host's own files are untouched.
+        assert!(!t.join("new").exists());
+        assert!(!t.join("host/added.txt").exists());
+        assert!(!t.join("empty/e.txt").exists());
+        assert_eq!(
+            std::fs::read(t.join("host/keep")).expect("keep"),
+            b"host file\n"
+        );
+    }
+
+    #[test]
     fn plan_refuses_what_it_cannot_honour() {
         let t = Path::new("/tmp");
         let mut c = config(vec!["x".into()], &[], t, vec![]);

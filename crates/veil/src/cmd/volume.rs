@@ -253,6 +253,23 @@ fn is_empty_dir(p: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Open the volume in BACKING read-only, exactly at the recorded tag (verify, unpack, ls).
+fn open_read_only(
+    backing: &Path,
+    key: &KeyArgs,
+    tag: &TagArgs,
+    name: &NameArgs,
+) -> anyhow::Result<veil_shield::Volume> {
+    Ok(veil_shield::open(
+        backing,
+        &key.get()?,
+        &name.id()?,
+        Expect::Tag(tag.get()?),
+        Access::ReadOnly,
+        name.options(backing),
+    )?)
+}
+
 /// Run a `veil volume` subcommand.
 pub fn run(c: VolumeCmd) -> anyhow::Result<ExitCode> {
     match c {
@@ -294,14 +311,7 @@ pub fn run(c: VolumeCmd) -> anyhow::Result<ExitCode> {
                 tag,
                 name,
             } = *a;
-            let vol = veil_shield::open(
-                &backing,
-                &key.get()?,
-                &name.id()?,
-                Expect::Tag(tag.get()?),
-                Access::ReadOnly,
-                name.options(&backing),
-            )?;
+            let vol = open_read_only(&backing, &key, &tag, &name)?;
             let r = vol.verify()?;
             println!(
                 "volume {} verified: {} files, {} directories, {} symlinks, {} bytes in {} chunks; tag {}",
@@ -323,14 +333,7 @@ pub fn run(c: VolumeCmd) -> anyhow::Result<ExitCode> {
                 tag,
                 name,
             } = *a;
-            let vol = veil_shield::open(
-                &backing,
-                &key.get()?,
-                &name.id()?,
-                Expect::Tag(tag.get()?),
-                Access::ReadOnly,
-                name.options(&backing),
-            )?;
+            let vol = open_read_only(&backing, &key, &tag, &name)?;
             vol.unpack(&plaindir)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -421,14 +424,7 @@ pub fn run(c: VolumeCmd) -> anyhow::Result<ExitCode> {
                 tag,
                 name,
             } = *a;
-            let vol = veil_shield::open(
-                &backing,
-                &key.get()?,
-                &name.id()?,
-                Expect::Tag(tag.get()?),
-                Access::ReadOnly,
-                name.options(&backing),
-            )?;
+            let vol = open_read_only(&backing, &key, &tag, &name)?;
             let mut out = std::io::stdout().lock();
             for e in vol.list() {
                 let k = match e.kind {

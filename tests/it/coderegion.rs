@@ -5,13 +5,15 @@
 //! store, key and tag. The script runs from the read-only region; a flipped byte in the backing
 //! store and a wrong tag are each refused before the program starts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use veil_identity::Identity;
 use veil_shield::{Protection, VolumeId, VolumeKey};
 
-use crate::support::{CasProcess, create_session, launcher_command, pin_cas_as, veil_bin};
+use crate::support::{
+    CasProcess, create_session, launcher_command, pin_cas_as, veil_bin, volume_objects,
+};
 
 fn launcher() -> Command {
     let mut c = launcher_command(&veil_bin());
@@ -140,19 +142,6 @@ impl Region {
     }
 }
 
-fn region_objects(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            n != "lock" && !n.starts_with("meta.") && p.is_file()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn the_code_region_runs_read_only_and_tampering_is_refused() {
     let r = Region::new();
@@ -181,7 +170,7 @@ fn the_code_region_runs_read_only_and_tampering_is_refused() {
     );
 
     // One flipped byte in the region's file object: refused, naming the chunk and the file.
-    let objs = region_objects(&t.join("fspf"));
+    let objs = volume_objects(&t.join("fspf"));
     assert_eq!(objs.len(), 1, "{objs:?}");
     let original = std::fs::read(&objs[0]).unwrap();
     let mut bytes = original.clone();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use veil_identity::Identity;
 
-use crate::support::{CasProcess, create_session, data, launcher_command, pin_cas_as, veil_bin};
+use crate::support::{
+    CasProcess, create_session, data, launcher_command, pin_cas_as, veil_bin, volume_objects,
+};
 
 /// A CAS process (sim tier allowed) owned by `owner`; killed on drop.
 fn start_cas(home: &Path, data_dir: &Path, owner: &str) -> CasProcess {
@@ -169,19 +171,6 @@ fn launcher() -> Command {
     c
 }
 
-fn objects(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            n != "lock" && !n.starts_with("meta.") && p.is_file()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -200,7 +189,7 @@ fn counter_counts_and_attacks_on_the_backing_store_are_refused() {
     c.count(2);
 
     // Modify one byte of an object: refused; restoring it lets the counter go on.
-    let objs = objects(&c.backing());
+    let objs = volume_objects(&c.backing());
     assert!(!objs.is_empty(), "no objects in the backing store");
     let obj = &objs[0];
     let original = std::fs::read(obj).unwrap();
@@ -213,7 +202,7 @@ fn counter_counts_and_attacks_on_the_backing_store_are_refused() {
     c.count(3);
 
     // Delete the file's object.
-    let objs = objects(&c.backing());
+    let objs = volume_objects(&c.backing());
     let saved = c.tmp.path().join("saved-object");
     std::fs::copy(&objs[0], &saved).unwrap();
     std::fs::remove_file(&objs[0]).unwrap();

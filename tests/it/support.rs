@@ -298,3 +298,18 @@ pub fn success_stdout(args: &[&str], o: std::process::Output) -> String {
     );
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// The data objects of a volume's backing store (everything but its lock and metadata slots),
+/// sorted.
+pub fn volume_objects(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n != "lock" && !n.starts_with("meta.") && p.is_file()
+        })
+        .collect();
+    v.sort();
+    v
+}

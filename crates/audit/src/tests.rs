@@ -1,3 +1,6 @@
+//! Unit tests of the audit log: chaining across restarts, tamper detection, foreign signers,
+//! torn tails and flushing.
+
 use super::*;
 
 fn new_key() -> Vec<u8> {

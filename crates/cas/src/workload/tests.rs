@@ -1,3 +1,6 @@
+//! Unit tests of the CAS workload API: attestation checks, OTPs, tags and leases, node keys
+//! and audit events.
+
 use super::*;
 use veil_attest::{Digest32, Evidence, Nonce, SimEvidence, Target, Tier};
 use veil_identity::Identity;

@@ -25,7 +25,11 @@ use std::str::FromStr;
 pub use crypto::{CHUNK, Protection, RECORD, VolumeKey};
 pub use error::Error;
 pub use staged::build_deterministic;
+/// Test-only fault injection for crash-safety tests (feature `fault-injection`, off by default).
+#[cfg(feature = "fault-injection")]
 pub use store::FaultInjector;
+#[doc(hidden)]
+pub use volume::fuzz_metadata_slot;
 pub use volume::{Attr, EntryInfo, Ino, Kind, ROOT_INO, VerifyReport, Volume, create, open};
 
 /// A 16-byte volume tag: the first 16 bytes of SHA-256 over the sealed metadata (shown as 32 hex).

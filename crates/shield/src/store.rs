@@ -5,7 +5,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "fault-injection")]
 use std::sync::Arc;
+#[cfg(feature = "fault-injection")]
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -18,7 +20,8 @@ pub const SLOTS: [&str; 2] = ["meta.0", "meta.1"];
 /// Fails the Nth mutating I/O operation (write, fsync, rename, remove, truncate) of a volume and
 /// every one after it, as if the process had died there; the failing write is torn (only its first
 /// half reaches the file). A testing aid for crash safety; inert unless installed with
-/// [`crate::Volume::set_fault_injector`].
+/// [`crate::Volume::set_fault_injector`]. Only built with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     fail_at: AtomicU64,
@@ -26,6 +29,7 @@ pub struct FaultInjector {
     tripped: AtomicBool,
 }
 
+#[cfg(feature = "fault-injection")]
 impl FaultInjector {
     /// An injector that fails operation number `n` (1-based); 0 never fails and only counts.
     pub fn fail_at(n: u64) -> Arc<Self> {
@@ -69,6 +73,7 @@ fn injected() -> io::Error {
 pub struct Store {
     dir: PathBuf,
     _lock: Flock<File>,
+    #[cfg(feature = "fault-injection")]
     faults: Option<Arc<FaultInjector>>,
 }
 
@@ -105,6 +110,7 @@ impl Store {
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
+            #[cfg(feature = "fault-injection")]
             faults: None,
         })
     }
@@ -115,20 +121,23 @@ impl Store {
     }
 
     /// Install (or remove) a fault injector.
+    #[cfg(feature = "fault-injection")]
     pub fn set_faults(&mut self, f: Option<Arc<FaultInjector>>) {
         self.faults = f;
     }
 
     /// `Ok(true)`: this operation trips the fault (tear it, then fail); `Err`: already tripped.
+    /// Without the `fault-injection` feature every operation goes through.
     fn check(&self) -> io::Result<bool> {
-        match &self.faults {
-            None => Ok(false),
-            Some(f) => match f.check() {
+        #[cfg(feature = "fault-injection")]
+        if let Some(f) = &self.faults {
+            return match f.check() {
                 Ok(()) => Ok(false),
                 Err(true) => Ok(true),
                 Err(false) => Err(injected()),
-            },
+            };
         }
+        Ok(false)
     }
 
     fn gate(&self) -> io::Result<()> {

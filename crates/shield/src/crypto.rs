@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{digest, hkdf, hmac, rand};
+use veil_types::Key32;
+use zeroize::Zeroize;
 
 use crate::{Error, VolumeId};
 
@@ -19,34 +21,40 @@ pub const RECORD: usize = NONCE_LEN + CHUNK + GCM_TAG_LEN;
 
 const HKDF_SALT: &[u8] = b"veil-shield-v1";
 
-/// A 256-bit volume key. Its `Debug` output never shows the key.
+/// A 256-bit volume key: a [`Key32`], so its bytes are wiped when it is dropped and its `Debug`
+/// output never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct VolumeKey([u8; 32]);
+pub struct VolumeKey(Key32);
 
 impl VolumeKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, Error> {
         let mut k = [0u8; 32];
-        rand::fill(&mut k).map_err(|_| Error::Crypto("random key generation failed"))?;
-        Ok(Self(k))
+        let filled = rand::fill(&mut k).map_err(|_| Error::Crypto("random key generation failed"));
+        let key = Self(Key32::from_bytes(k));
+        k.zeroize();
+        filled.map(|()| key)
     }
 
-    /// The key from its 64 hex characters.
+    /// The key from its 64 hex characters (surrounding whitespace ignored).
     pub fn from_hex(s: &str) -> Result<Self, Error> {
-        let s = s.trim();
-        let mut k = [0u8; 32];
-        hex::decode_to_slice(s, &mut k).map_err(|_| Error::BadKey)?;
-        Ok(Self(k))
+        Key32::from_hex(s).map(Self).map_err(|_| Error::BadKey)
     }
 
     /// The key as 64 lowercase hex characters (for the caller to store; never log it).
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.0.to_hex()
     }
 
     /// The raw key bytes.
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        Self(b)
+        Self(Key32::from_bytes(b))
+    }
+}
+
+impl From<Key32> for VolumeKey {
+    fn from(k: Key32) -> Self {
+        Self(k)
     }
 }
 
@@ -97,7 +105,7 @@ pub struct Keys {
 impl Keys {
     /// Derive the metadata, naming and determinism keys.
     pub fn derive(key: &VolumeKey, id: &VolumeId) -> Result<Self, Error> {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(&key.0);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(key.0.expose());
         let idd = id_digest(id);
         let meta = expand(&prk, b"meta", &idd, &[])?;
         let names = expand(&prk, b"names", &idd, &[])?;
@@ -425,6 +433,25 @@ mod tests {
     fn key_debug_is_redacted() {
         let k = VolumeKey::from_bytes([0xab; 32]);
         assert!(!format!("{k:?}").contains("abab"));
+    }
+
+    #[test]
+    fn key_hex_roundtrip_and_rejects() {
+        let hex = "0123456789abcdef".repeat(4);
+        let k = VolumeKey::from_hex(&format!("  {hex}\n")).unwrap();
+        assert_eq!(k.to_hex(), hex);
+        assert_eq!(k, VolumeKey::from(Key32::from_hex(&hex).unwrap()));
+        assert_ne!(k, VolumeKey::from_bytes([0; 32]));
+        for bad in ["", "abc", &hex[1..], &format!("{hex}00"), &"zz".repeat(32)] {
+            assert!(
+                matches!(VolumeKey::from_hex(bad), Err(Error::BadKey)),
+                "{bad:?}"
+            );
+        }
+        let a = VolumeKey::generate().unwrap();
+        let b = VolumeKey::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.to_hex().len(), 64);
     }
 
     #[test]

@@ -189,6 +189,13 @@ pub enum Error {
     },
 }
 
+impl From<veil_types::HexError> for Error {
+    /// A [`Tag`] that did not parse (`"…".parse::<Tag>()`) as a shield error.
+    fn from(e: veil_types::HexError) -> Self {
+        Error::BadTag(e.value.trim().chars().take(40).collect())
+    }
+}
+
 impl Error {
     /// An I/O error with context.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {

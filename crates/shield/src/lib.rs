@@ -19,44 +19,19 @@ mod staged;
 mod store;
 mod volume;
 
-use std::fmt;
-use std::str::FromStr;
-
 pub use crypto::{CHUNK, Protection, RECORD, VolumeKey};
 pub use error::Error;
 pub use staged::build_deterministic;
 /// Test-only fault injection for crash-safety tests (feature `fault-injection`, off by default).
 #[cfg(feature = "fault-injection")]
 pub use store::FaultInjector;
+/// A volume's 16-byte state commitment: the first 16 bytes of SHA-256 over the sealed metadata
+/// slot, shown, parsed and serialized as 32 lowercase hex characters. The shared
+/// [`veil_types::Tag`]; parsing errors convert into [`Error::BadTag`].
+pub use veil_types::Tag;
 #[doc(hidden)]
 pub use volume::fuzz_metadata_slot;
 pub use volume::{Attr, EntryInfo, Ino, Kind, ROOT_INO, VerifyReport, Volume, create, open};
-
-/// A 16-byte volume tag: the first 16 bytes of SHA-256 over the sealed metadata (shown as 32 hex).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Tag(pub [u8; 16]);
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tag({self})")
-    }
-}
-
-impl FromStr for Tag {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let t = s.trim();
-        let mut b = [0u8; 16];
-        hex::decode_to_slice(t, &mut b).map_err(|_| Error::BadTag(t.chars().take(40).collect()))?;
-        Ok(Tag(b))
-    }
-}
 
 /// Who a volume belongs to: its CAS, session and volume name. Bound into every AAD, so a backing
 /// store can only be opened under the id it was created with.

@@ -103,7 +103,7 @@ fn strs(v: &[String]) -> Vec<V> {
 }
 
 fn key_hash_of_spki(der: &[u8]) -> String {
-    veil_identity::key_hash(der)
+    veil_types::key_hash(der)
 }
 
 /// The key hash of the document's creator, if it can be computed.
@@ -790,7 +790,7 @@ impl Session {
     }
 
     /// The canonical form (see the module documentation of `canon`). `creator_key_hash` is the
-    /// creator's key hash (`veil_identity::key_hash` of its SPKI); `None` uses the document's
+    /// creator's key hash (`veil_types::key_hash` of its SPKI); `None` uses the document's
     /// `creator` if it has one.
     pub fn canonical_bytes(&self, creator_key_hash: Option<&str>) -> Vec<u8> {
         let mut out = String::from(CANONICAL_DOMAIN);

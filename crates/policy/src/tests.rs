@@ -99,14 +99,14 @@ fn secrets_are_not_in_debug_output() {
 
 #[test]
 fn creator_is_hashed_as_key_hash() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["x".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let pem = cert.pem();
-    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
-    let kh = veil_identity::key_hash(&spki);
+    // A fixed certificate; testdata/README.md gives its key hash as computed by openssl.
+    let pem = include_str!("../testdata/creator-cert.pem");
+    let spki = veil_types::spki_from_cert_pem(pem).unwrap();
+    let kh = veil_types::key_hash(&spki);
+    assert_eq!(
+        kh,
+        "25014eda585a5a1a339a30287a12cd9bf6eaa1a79c6551ee5da6a5a8575e6401"
+    );
     let body = "name: t\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}}\n";
     let plain = parse("s.yaml", body).unwrap();
     let with_creator = parse(

@@ -218,6 +218,8 @@ pub fn is_raw_binary(kind: SecretKind, format: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    //! Placeholder scanning and expansion: finding, expanding, malformed syntax, resolver errors.
+
     use super::*;
 
     #[test]

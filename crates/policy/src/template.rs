@@ -226,6 +226,9 @@ pub(crate) fn substitute_mapped(
 
 #[cfg(test)]
 mod tests {
+    //! Template substitution: both `$VAR` forms, `$$` left alone, missing variables with positions,
+    //! explicit values over the environment, positions mapped back to the original text.
+
     use super::*;
 
     fn vars(kv: &[(&str, &str)]) -> Vars {

@@ -291,6 +291,8 @@ fn subtree_size(n: &Node) -> usize {
 
 #[cfg(test)]
 mod tests {
+    //! The YAML reader: positions, and the limits (alias expansion, nesting, one document).
+
     use super::*;
 
     fn p(s: &str) -> Result<Option<Node>, YamlError> {

@@ -213,3 +213,170 @@ impl Volume {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Access;
+    use crate::volume::testutil::{backing, commit_ack, id, key, new_volume, objects, reopen};
+
+    fn st(slot: usize) -> Option<SlotState> {
+        Some(SlotState {
+            tag: Tag([slot as u8; 16]),
+            seq: 1,
+            slot,
+        })
+    }
+
+    #[test]
+    fn commits_never_overwrite_the_acknowledged_slot() {
+        assert_eq!(next_slot(None, None), 0);
+        assert_eq!(next_slot(None, st(0)), 1);
+        assert_eq!(next_slot(None, st(1)), 0);
+        assert_eq!(next_slot(st(0), None), 1);
+        assert_eq!(next_slot(st(1), None), 0);
+        // With a pending commit, the acknowledged slot still decides.
+        assert_eq!(next_slot(st(0), st(1)), 1);
+        assert_eq!(next_slot(st(1), st(0)), 0);
+    }
+
+    fn slot_exists(dir: &std::path::Path, i: usize) -> bool {
+        backing(dir).join(crate::store::SLOTS[i]).exists()
+    }
+
+    #[test]
+    fn pending_ack_and_retirement() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut v, t0) = crate::create(
+            &backing(d.path()),
+            &key(),
+            &id(),
+            crate::Options::named("V"),
+        )
+        .unwrap();
+        assert_eq!((v.tag(), v.acked_tag()), (Some(t0), None));
+        assert!(slot_exists(d.path(), 0) && !slot_exists(d.path(), 1));
+        // Nothing changed: the same tag, no new slot.
+        assert_eq!(v.commit().unwrap(), t0);
+        v.ack(t0).unwrap();
+        v.ack(t0).unwrap();
+        v.write_file("/f", b"one", 0o644).unwrap();
+        assert!(v.has_changes());
+        let t1 = v.commit().unwrap();
+        assert_ne!(t1, t0);
+        assert!(!v.has_changes());
+        assert_eq!((v.tag(), v.acked_tag()), (Some(t1), Some(t0)));
+        assert!(slot_exists(d.path(), 0) && slot_exists(d.path(), 1));
+        // Only the latest commit can be acknowledged.
+        assert!(matches!(v.ack(t0), Err(Error::UnknownAck { tag, .. }) if tag == t0));
+        assert!(matches!(v.ack(Tag([0; 16])), Err(Error::UnknownAck { .. })));
+        v.ack(t1).unwrap();
+        assert_eq!(v.acked_tag(), Some(t1));
+        assert!(!slot_exists(d.path(), 0), "the previous slot is retired");
+        v.write_file("/f", b"two", 0o644).unwrap();
+        let t2 = commit_ack(&mut v);
+        assert!(slot_exists(d.path(), 0) && !slot_exists(d.path(), 1));
+        drop(v);
+        for old in [t0, t1] {
+            assert!(matches!(
+                reopen(d.path(), old, Access::ReadOnly),
+                Err(Error::TagMismatch { .. })
+            ));
+        }
+        let v = reopen(d.path(), t2, Access::ReadOnly).unwrap();
+        assert_eq!(v.read_file("/f").unwrap(), b"two");
+    }
+
+    #[test]
+    fn old_objects_live_until_the_new_state_is_acknowledged() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", b"one", 0o644).unwrap();
+        let t1 = commit_ack(&mut v);
+        let before = objects(d.path());
+        assert_eq!(before.len(), 1);
+        v.write_file("/f", b"two", 0o644).unwrap();
+        let t2 = v.commit().unwrap();
+        let during = objects(d.path());
+        assert_eq!(during.len(), 2, "the acknowledged state's object is kept");
+        assert!(during.contains(&before[0]));
+        v.ack(t2).unwrap();
+        let after = objects(d.path());
+        assert_eq!(after.len(), 1);
+        assert!(!after.contains(&before[0]));
+        assert_ne!(t1, t2);
+    }
+
+    struct Sink(Result<(), String>, Vec<Tag>);
+
+    impl TagSink for Sink {
+        fn record(&mut self, tag: &Tag) -> Result<(), String> {
+            self.1.push(*tag);
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn commit_to_acknowledges_only_recorded_tags() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let t0 = v.acked_tag().unwrap();
+        v.write_file("/f", b"x", 0o644).unwrap();
+        let mut refusing = Sink(Err("CAS unreachable".into()), Vec::new());
+        let e = v.commit_to(&mut refusing).unwrap_err();
+        let Error::Record { tag, reason, .. } = e else {
+            panic!("{e}");
+        };
+        assert_eq!(reason, "CAS unreachable");
+        assert_eq!(refusing.1, [tag]);
+        assert_eq!((v.tag(), v.acked_tag()), (Some(tag), Some(t0)));
+        let mut ok = Sink(Ok(()), Vec::new());
+        assert_eq!(v.commit_to(&mut ok).unwrap(), tag);
+        assert_eq!(v.acked_tag(), Some(tag));
+        // Nothing new: nothing recorded.
+        assert_eq!(v.commit_to(&mut ok).unwrap(), tag);
+        assert_eq!(ok.1, [tag]);
+    }
+
+    #[test]
+    fn read_only_volumes_do_not_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let v = new_volume(d.path());
+        let t = v.acked_tag().unwrap();
+        drop(v);
+        let mut r = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert!(matches!(r.commit(), Err(Error::ReadOnly { .. })));
+    }
+
+    #[test]
+    fn serialized_tree_lists_parents_first_in_name_order() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.mkdir_all("/b/c").unwrap();
+        v.write_file("/a", b"12345", 0o600).unwrap();
+        v.symlink_path("/b/l", "c").unwrap();
+        v.finalize(v.resolve("/a").unwrap()).unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(7).unwrap()).unwrap();
+        assert_eq!((doc.v, doc.seq), (1, 7));
+        let shape: Vec<(&str, &str)> = doc
+            .entries
+            .iter()
+            .map(|e| (e.p.as_str(), e.k.as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("/", "d"),
+                ("/a", "f"),
+                ("/b", "d"),
+                ("/b/c", "d"),
+                ("/b/l", "l")
+            ]
+        );
+        let f = &doc.entries[1];
+        assert_eq!((f.m, f.s, f.g), (0o600, Some(5), Some(1)));
+        assert_eq!(f.id.as_ref().map(String::len), Some(32));
+        assert_eq!(f.r.as_ref().map(String::len), Some(64));
+        assert_eq!(doc.entries[4].to.as_deref(), Some("c"));
+    }
+}

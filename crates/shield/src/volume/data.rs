@@ -716,3 +716,136 @@ impl Volume {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Access;
+    use crate::volume::testutil::{backing, commit_ack, new_volume, objects, reopen};
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    #[test]
+    fn chunk_counts() {
+        let c = CHUNK as u64;
+        assert_eq!(
+            [0, 1, c - 1, c, c + 1, 3 * c].map(nchunks),
+            [0, 1, 1, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn writes_reads_and_truncation_across_chunks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.create_file(crate::ROOT_INO, "f", 0o644).unwrap();
+        let mut model = pattern(3 * CHUNK + 100, 7);
+        v.write(f, 0, &model).unwrap();
+        // Partial writes inside one chunk and across a chunk boundary.
+        v.write(f, 10, b"hello").unwrap();
+        model[10..15].copy_from_slice(b"hello");
+        let cross = pattern(300, 9);
+        v.write(f, CHUNK as u64 - 150, &cross).unwrap();
+        model[CHUNK - 150..CHUNK + 150].copy_from_slice(&cross);
+        assert_eq!(v.read(f, 0, model.len() + 10).unwrap(), model);
+        assert_eq!(v.read(f, 4090, 20).unwrap(), &model[4090..4110]);
+        assert!(v.read(f, model.len() as u64, 10).unwrap().is_empty());
+        assert!(v.read(f, 0, 0).unwrap().is_empty());
+        // A write past the end leaves a hole of zeros.
+        let end = 5 * CHUNK as u64 + 3;
+        v.write(f, end, b"!").unwrap();
+        model.resize(end as usize, 0);
+        model.push(b'!');
+        assert_eq!(v.getattr(f).unwrap().size, model.len() as u64);
+        assert_eq!(v.read_all(f).unwrap(), model);
+        let t = commit_ack(&mut v);
+        assert_eq!(v.read_all(f).unwrap(), model);
+        // Shrinking zeroes what lies beyond; growing again reads zeros there.
+        v.truncate(f, CHUNK as u64 + 1).unwrap();
+        model.truncate(CHUNK + 1);
+        assert_eq!(v.read_all(f).unwrap(), model);
+        v.truncate(f, 2 * CHUNK as u64).unwrap();
+        model.resize(2 * CHUNK, 0);
+        assert_eq!(v.read_all(f).unwrap(), model);
+        let t2 = commit_ack(&mut v);
+        assert_ne!(t, t2);
+        drop(v);
+        let v = reopen(d.path(), t2, Access::ReadOnly).unwrap();
+        let f = v.resolve("/f").unwrap();
+        assert_eq!(v.read_all(f).unwrap(), model);
+        let o = objects(d.path());
+        assert_eq!(o.len(), 1);
+        let len = std::fs::metadata(backing(d.path()).join(&o[0]))
+            .unwrap()
+            .len();
+        assert_eq!(len, 2 * RECORD as u64, "one record per chunk");
+        let mut streamed = Vec::new();
+        v.stream(f, &mut |p| {
+            streamed.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(streamed, model);
+        let r = v.verify().unwrap();
+        assert_eq!(
+            (r.files, r.dirs, r.chunks, r.bytes),
+            (1, 1, 2, model.len() as u64)
+        );
+    }
+
+    #[test]
+    fn uncommitted_changes_read_back_after_release() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", &pattern(2 * CHUNK, 1), 0o644).unwrap();
+        commit_ack(&mut v);
+        let f = v.resolve("/f").unwrap();
+        v.write(f, 5, b"abc").unwrap();
+        v.release(f).unwrap();
+        let mut want = pattern(2 * CHUNK, 1);
+        want[5..8].copy_from_slice(b"abc");
+        assert_eq!(v.read(f, 0, 2 * CHUNK).unwrap(), want);
+        assert!(v.has_changes());
+        commit_ack(&mut v);
+        assert_eq!(v.read_all(f).unwrap(), want);
+        assert!(v.read_all(v.resolve("/").unwrap()).is_err());
+    }
+
+    #[test]
+    fn tampered_records_fail_with_the_chunk_range() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", &pattern(3 * CHUNK, 2), 0o644).unwrap();
+        let t = commit_ack(&mut v);
+        drop(v);
+        let o = backing(d.path()).join(&objects(d.path())[0]);
+        let mut bytes = std::fs::read(&o).unwrap();
+        bytes[RECORD + NONCE_LEN + 7] ^= 1;
+        std::fs::write(&o, &bytes).unwrap();
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        let f = v.resolve("/f").unwrap();
+        assert_eq!(v.read(f, 0, 100).unwrap(), pattern(100, 2));
+        let e = v.read(f, CHUNK as u64, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Verification of file chunk 1 (bytes 4096 to 8191) of file /V/f failed"
+        );
+        assert!(matches!(
+            v.verify(),
+            Err(Error::ChunkVerification { chunk: 1, .. })
+        ));
+        // A truncated object fails at the first incomplete chunk.
+        drop(v);
+        std::fs::write(&o, &bytes[..2 * RECORD + 10]).unwrap();
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        let f = v.resolve("/f").unwrap();
+        assert!(matches!(
+            v.read_all(f),
+            Err(Error::ChunkVerification { chunk: 2, .. })
+        ));
+        std::fs::remove_file(&o).unwrap();
+        assert!(matches!(v.read_all(f), Err(Error::Missing { .. })));
+    }
+}

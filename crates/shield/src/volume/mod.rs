@@ -299,3 +299,60 @@ impl Volume {
         self.symlink(parent, &name, target)
     }
 }
+
+/// Helpers shared by the unit tests of the volume modules.
+#[cfg(test)]
+mod testutil {
+    use std::path::{Path, PathBuf};
+
+    use super::Volume;
+    use crate::{Access, Expect, Options, Tag, VolumeId, VolumeKey};
+
+    pub fn key() -> VolumeKey {
+        VolumeKey::from_bytes([0x42; 32])
+    }
+
+    pub fn id() -> VolumeId {
+        VolumeId::new("cas", "session", "V")
+    }
+
+    pub fn backing(dir: &Path) -> PathBuf {
+        dir.join("backing")
+    }
+
+    /// A new volume `V` shown at `/V`, its first state committed and acknowledged.
+    pub fn new_volume(dir: &Path) -> Volume {
+        let (mut v, t) = super::create(&backing(dir), &key(), &id(), Options::named("V")).unwrap();
+        v.ack(t).unwrap();
+        v
+    }
+
+    pub fn reopen(dir: &Path, tag: Tag, access: Access) -> Result<Volume, crate::Error> {
+        super::open(
+            &backing(dir),
+            &key(),
+            &id(),
+            Expect::Tag(tag),
+            access,
+            Options::named("V"),
+        )
+    }
+
+    /// Commit and acknowledge.
+    pub fn commit_ack(v: &mut Volume) -> Tag {
+        let t = v.commit().unwrap();
+        v.ack(t).unwrap();
+        t
+    }
+
+    /// Names of the objects in the backing store, sorted.
+    pub fn objects(dir: &Path) -> Vec<String> {
+        let mut o: Vec<String> = std::fs::read_dir(backing(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| crate::store::is_object_name(n))
+            .collect();
+        o.sort();
+        o
+    }
+}

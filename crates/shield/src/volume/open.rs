@@ -378,3 +378,401 @@ pub fn fuzz_metadata_slot(data: &[u8]) -> Result<usize, Error> {
     let (nodes, _) = build_tree(doc, &keys, "F")?;
     Ok(nodes.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Entry;
+    use crate::volume::testutil::{backing, commit_ack, id, key, new_volume, reopen};
+
+    fn entry(p: &str, k: &str) -> Entry {
+        Entry {
+            p: p.into(),
+            k: k.into(),
+            m: 0o755,
+            t: 1,
+            c: 2,
+            id: None,
+            g: None,
+            s: None,
+            r: None,
+            x: None,
+            to: None,
+        }
+    }
+
+    fn file(p: &str) -> Entry {
+        Entry {
+            id: Some("11".repeat(16)),
+            g: Some(1),
+            s: Some(5),
+            r: Some("22".repeat(32)),
+            ..entry(p, "f")
+        }
+    }
+
+    fn doc_bytes(v: u32, seq: u64) -> Vec<u8> {
+        serde_json::to_vec(&Doc {
+            v,
+            seq,
+            entries: vec![entry("/", "d")],
+        })
+        .unwrap()
+    }
+
+    /// A sealed slot of document version `v` and sequence `doc_seq` under header sequence `seq`.
+    fn slot(keys: &Keys, seq: u64, v: u32, doc_seq: u64) -> meta::Slot {
+        let (bytes, _) = meta::seal(keys, seq, doc_bytes(v, doc_seq), [seq as u8; 12]).unwrap();
+        meta::parse(bytes).unwrap()
+    }
+
+    fn ours() -> Keys {
+        Keys::derive(&key(), &id()).unwrap()
+    }
+
+    fn select(slots: Vec<(usize, meta::Slot)>, expect: Expect) -> Result<(usize, u64), Error> {
+        select_slot(slots, &ours(), expect, "V", Path::new("/b")).map(|(i, s, d)| {
+            assert_eq!(s.seq, d.seq);
+            (i, s.seq)
+        })
+    }
+
+    #[test]
+    fn expected_tag_opens_exactly_that_slot() {
+        let keys = ours();
+        let wrong_key = Keys::derive(&VolumeKey::from_bytes([1; 32]), &id()).unwrap();
+        let other_id = Keys::derive(&key(), &VolumeId::new("cas", "session", "W")).unwrap();
+        let (a, b) = (slot(&keys, 1, 1, 1), slot(&keys, 2, 1, 2));
+        let (ta, tb) = (a.tag, b.tag);
+        assert_eq!(
+            select(vec![(0, a), (1, b)], Expect::Tag(ta)).unwrap(),
+            (0, 1)
+        );
+        let b = slot(&keys, 2, 1, 2);
+        assert_eq!(select(vec![(1, b)], Expect::Tag(tb)).unwrap(), (1, 2));
+        // Rolled back or modified: no slot has the tag.
+        let a = slot(&keys, 1, 1, 1);
+        let e = select(vec![(0, a)], Expect::Tag(tb)).unwrap_err();
+        assert!(matches!(e, Error::TagMismatch { tag, .. } if tag == tb));
+        let f = slot(&other_id, 1, 1, 1);
+        let tf = f.tag;
+        assert!(matches!(
+            select(vec![(0, f)], Expect::Tag(tf)),
+            Err(Error::ForeignVolume { .. })
+        ));
+        let w = slot(&wrong_key, 1, 1, 1);
+        let tw = w.tag;
+        assert!(matches!(
+            select(vec![(0, w)], Expect::Tag(tw)),
+            Err(Error::WrongKey { .. })
+        ));
+    }
+
+    #[test]
+    fn newest_takes_the_highest_sequence_that_authenticates() {
+        let keys = ours();
+        let wrong_key = Keys::derive(&VolumeKey::from_bytes([1; 32]), &id()).unwrap();
+        let other_id = Keys::derive(&key(), &VolumeId::new("other", "session", "V")).unwrap();
+        let s = |k: &Keys, seq| slot(k, seq, 1, seq);
+        assert_eq!(
+            select(vec![(0, s(&keys, 4)), (1, s(&keys, 5))], Expect::Newest).unwrap(),
+            (1, 5)
+        );
+        assert_eq!(
+            select(vec![(0, s(&keys, 5)), (1, s(&keys, 4))], Expect::Newest).unwrap(),
+            (0, 5)
+        );
+        // Newer slots of another key or volume id are not ours.
+        assert_eq!(
+            select(
+                vec![(0, s(&keys, 4)), (1, s(&wrong_key, 9))],
+                Expect::Newest
+            )
+            .unwrap(),
+            (0, 4)
+        );
+        assert_eq!(
+            select(vec![(0, s(&other_id, 9)), (1, s(&keys, 4))], Expect::Newest).unwrap(),
+            (1, 4)
+        );
+        assert!(matches!(
+            select(vec![], Expect::Newest),
+            Err(Error::NoVolume { .. })
+        ));
+        assert!(matches!(
+            select(vec![(0, s(&other_id, 1))], Expect::Newest),
+            Err(Error::ForeignVolume { .. })
+        ));
+        assert!(matches!(
+            select(
+                vec![(0, s(&other_id, 1)), (1, s(&wrong_key, 1))],
+                Expect::Newest
+            ),
+            Err(Error::WrongKey { .. })
+        ));
+    }
+
+    #[test]
+    fn document_must_match_its_header() {
+        let keys = ours();
+        let bad_version = slot(&keys, 1, 2, 1);
+        let bad_seq = slot(&keys, 1, 1, 7);
+        for s in [bad_version, bad_seq] {
+            let t = s.tag;
+            let e = select(vec![(0, s)], Expect::Tag(t)).unwrap_err();
+            assert!(
+                matches!(&e, Error::BadMetadata { reason, .. } if reason.contains("does not match the header")),
+                "{e}"
+            );
+        }
+        let (bytes, t) = meta::seal(&keys, 1, b"{not json".to_vec(), [0; 12]).unwrap();
+        let s = meta::parse(bytes).unwrap();
+        assert!(matches!(
+            select(vec![(0, s)], Expect::Tag(t)),
+            Err(Error::BadMetadata { .. })
+        ));
+    }
+
+    fn tree(entries: Vec<Entry>) -> Result<(HashMap<Ino, Node>, Ino), Error> {
+        build_tree(
+            Doc {
+                v: 1,
+                seq: 1,
+                entries,
+            },
+            &ours(),
+            "V",
+        )
+    }
+
+    fn tree_err(entries: Vec<Entry>) -> String {
+        match tree(entries) {
+            Err(Error::BadMetadata { volume, reason }) => {
+                assert_eq!(volume, "V");
+                reason
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn tree_is_built_parents_first() {
+        let link = Entry {
+            to: Some("../t".into()),
+            ..entry("/d/l", "l")
+        };
+        let (nodes, next) =
+            tree(vec![entry("/", "d"), entry("/d", "d"), file("/d/f"), link]).unwrap();
+        assert_eq!((nodes.len(), next), (4, 5));
+        let Some(NodeKind::Dir(root)) = nodes.get(&ROOT_INO).map(|n| &n.kind) else {
+            panic!("no root");
+        };
+        assert_eq!(root.get("d"), Some(&2));
+        let Some(NodeKind::Dir(d)) = nodes.get(&2).map(|n| &n.kind) else {
+            panic!("no /d");
+        };
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["f", "l"]);
+        let Some(NodeKind::File(f)) = nodes.get(&3).map(|n| &n.kind) else {
+            panic!("no /d/f");
+        };
+        assert_eq!((f.id, f.size, f.csize, f.generation), ([0x11; 16], 5, 5, 1));
+        assert_eq!(f.prot, Protection::Encrypted);
+        assert_eq!(
+            nodes.get(&3).map(|n| (n.parent, n.name.as_str(), n.mode)),
+            Some((2, "f", 0o755))
+        );
+    }
+
+    #[test]
+    fn malformed_trees_are_refused() {
+        let root = || entry("/", "d");
+        assert_eq!(tree_err(vec![]), "no root directory");
+        assert_eq!(
+            tree_err(vec![entry("/a", "d")]),
+            "the first entry is not the root directory"
+        );
+        assert_eq!(
+            tree_err(vec![entry("/", "f")]),
+            "the first entry is not the root directory"
+        );
+        assert_eq!(tree_err(vec![root(), entry("a", "d")]), "a: not absolute");
+        assert_eq!(
+            tree_err(vec![root(), entry("/a/..", "d")]),
+            "/a/..: invalid name"
+        );
+        assert_eq!(tree_err(vec![root(), entry("/", "d")]), "/: invalid name");
+        assert_eq!(
+            tree_err(vec![root(), entry("/a/b", "d")]),
+            "/a/b: parent missing"
+        );
+        assert_eq!(
+            tree_err(vec![root(), entry("/a", "d"), entry("/a", "d")]),
+            "/a: duplicate entry"
+        );
+        assert_eq!(
+            tree_err(vec![root(), file("/f"), entry("/f/x", "d")]),
+            "/f/x: parent is not a directory"
+        );
+        assert_eq!(
+            tree_err(vec![root(), entry("/x", "p")]),
+            "/x: unknown kind \"p\""
+        );
+        assert_eq!(
+            tree_err(vec![root(), entry("/l", "l")]),
+            "/l: symlink without target"
+        );
+        let short_id = Entry {
+            id: Some("11".repeat(15)),
+            ..file("/f")
+        };
+        assert_eq!(tree_err(vec![root(), short_id]), "/f: bad file id");
+        let no_root = Entry {
+            r: None,
+            ..file("/f")
+        };
+        assert_eq!(
+            tree_err(vec![root(), no_root]),
+            "/f: missing integrity root"
+        );
+        let no_size = Entry {
+            s: None,
+            ..file("/f")
+        };
+        assert_eq!(tree_err(vec![root(), no_size]), "/f: missing size");
+        let no_gen = Entry {
+            g: None,
+            ..file("/f")
+        };
+        assert_eq!(tree_err(vec![root(), no_gen]), "/f: missing generation");
+    }
+
+    #[test]
+    fn create_and_open_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = || Options::named("V");
+        let missing = open(
+            &d.path().join("nope"),
+            &key(),
+            &id(),
+            Expect::Newest,
+            Access::ReadOnly,
+            opts(),
+        );
+        assert!(matches!(missing, Err(Error::NoVolume { .. })));
+        // An existing but empty directory holds no volume either.
+        std::fs::create_dir(backing(d.path())).unwrap();
+        let empty = open(
+            &backing(d.path()),
+            &key(),
+            &id(),
+            Expect::Newest,
+            Access::ReadOnly,
+            opts(),
+        );
+        assert!(matches!(empty, Err(Error::NoVolume { .. })));
+        let mut v = new_volume(d.path());
+        v.write_file("/f", b"data", 0o644).unwrap();
+        let t = commit_ack(&mut v);
+        // A writer holds the lock exclusively.
+        assert!(matches!(
+            reopen(d.path(), t, Access::ReadOnly),
+            Err(Error::Locked { .. })
+        ));
+        drop(v);
+        // Readers share it.
+        let r1 = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        let r2 = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert!(matches!(
+            reopen(d.path(), t, Access::ReadWrite),
+            Err(Error::Locked { .. })
+        ));
+        assert_eq!(r1.tag(), Some(t));
+        assert_eq!(r2.read_file("/f").unwrap(), b"data");
+        drop((r1, r2));
+        let newest = open(
+            &backing(d.path()),
+            &key(),
+            &id(),
+            Expect::Newest,
+            Access::ReadOnly,
+            opts(),
+        )
+        .unwrap();
+        assert_eq!(newest.acked_tag(), Some(t));
+        drop(newest);
+        let e = create(&backing(d.path()), &key(), &id(), opts()).unwrap_err();
+        assert!(matches!(e, Error::NotEmpty { .. }), "{e}");
+        let other = VolumeId::new("cas", "session", "W");
+        let e = open(
+            &backing(d.path()),
+            &key(),
+            &other,
+            Expect::Tag(t),
+            Access::ReadOnly,
+            opts(),
+        );
+        assert!(matches!(e, Err(Error::ForeignVolume { .. })));
+        let e = open(
+            &backing(d.path()),
+            &VolumeKey::from_bytes([3; 32]),
+            &id(),
+            Expect::Tag(t),
+            Access::ReadOnly,
+            opts(),
+        );
+        assert!(matches!(e, Err(Error::WrongKey { .. })));
+    }
+
+    #[test]
+    fn writer_open_deletes_unreferenced_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", b"kept", 0o644).unwrap();
+        let t = commit_ack(&mut v);
+        drop(v);
+        let stray = backing(d.path()).join("0123456789abcdef0123456789abcdef");
+        std::fs::write(&stray, b"left by a crash").unwrap();
+        drop(reopen(d.path(), t, Access::ReadOnly).unwrap());
+        assert!(stray.exists(), "a reader changes nothing");
+        let v = reopen(d.path(), t, Access::ReadWrite).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(v.read_file("/f").unwrap(), b"kept");
+    }
+
+    #[test]
+    fn fuzz_entry_reaches_the_tree_and_refuses_garbage() {
+        let doc = serde_json::to_vec(&Doc {
+            v: 1,
+            seq: 1,
+            entries: vec![entry("/", "d"), entry("/a", "d"), file("/a/f")],
+        })
+        .unwrap();
+        let mut sealed = vec![1u8];
+        sealed.extend_from_slice(&doc);
+        assert_eq!(fuzz_metadata_slot(&sealed).unwrap(), 3);
+        sealed[0] = 3;
+        assert_eq!(fuzz_metadata_slot(&sealed).unwrap(), 3);
+        assert!(matches!(
+            fuzz_metadata_slot(&[]),
+            Err(Error::NoVolume { .. })
+        ));
+        assert!(matches!(
+            fuzz_metadata_slot(&[1]),
+            Err(Error::BadMetadata { .. })
+        ));
+        // The same document as raw slot bytes has no header: nothing to open.
+        sealed[0] = 0;
+        assert!(matches!(
+            fuzz_metadata_slot(&sealed),
+            Err(Error::NoVolume { .. })
+        ));
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(meta::MAGIC);
+        raw.extend_from_slice(&[0; 100]);
+        assert!(matches!(
+            fuzz_metadata_slot(&raw),
+            Err(Error::ForeignVolume { .. })
+        ));
+    }
+}

@@ -492,3 +492,215 @@ impl Volume {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Access;
+    use crate::volume::testutil::{commit_ack, new_volume, objects, reopen};
+
+    #[test]
+    fn names_are_single_storable_components() {
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"x".repeat(256)] {
+            assert!(
+                matches!(check_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        for good in ["a", "...", ".hidden", "ü n i", &"x".repeat(255)] {
+            assert!(check_name(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn paths_lookup_and_listing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let b = v.mkdir_all("/a/b").unwrap();
+        let f = v.write_file("/a/b/f", b"12345", 0o100640).unwrap();
+        v.symlink_path("/a/l", "b/f").unwrap();
+        v.write_file("/z", b"", 0o644).unwrap();
+        assert_eq!(v.path_of(f), "/a/b/f");
+        assert_eq!(v.path_of(ROOT_INO), "/");
+        assert_eq!(v.display_path(f), "/V/a/b/f");
+        assert_eq!(v.display_path(ROOT_INO), "/V");
+        assert_eq!(v.resolve("/a/./b/f").unwrap(), f);
+        assert_eq!(v.resolve("a/b/").unwrap(), b);
+        // Symlinks are not followed: `/a/l/x` looks `x` up in a symlink.
+        assert!(matches!(v.resolve("/a/l/x"), Err(Error::NotDir { .. })));
+        match v.resolve("/a/missing") {
+            Err(Error::NotFound { path, volume }) => {
+                assert_eq!((path.as_str(), volume.as_str()), ("/V/a/missing", "V"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let a = v.resolve("/a").unwrap();
+        let names: Vec<(String, Kind)> = v
+            .readdir(a)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, k)| (n, k))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("b".to_string(), Kind::Dir),
+                ("l".to_string(), Kind::Symlink)
+            ]
+        );
+        assert_eq!(v.readlink(v.resolve("/a/l").unwrap()).unwrap(), "b/f");
+        assert!(v.readlink(f).is_err());
+        let attr = v.getattr(f).unwrap();
+        assert_eq!(
+            (attr.kind, attr.size, attr.mode, attr.nlink),
+            (Kind::File, 5, 0o640, 1)
+        );
+        assert_eq!(v.getattr(a).unwrap().nlink, 4);
+        assert_eq!(v.getattr(v.resolve("/a/l").unwrap()).unwrap().size, 3);
+        let listed: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
+        assert_eq!(listed, ["/", "/a", "/a/b", "/a/b/f", "/a/l", "/z"]);
+    }
+
+    #[test]
+    fn create_refuses_existing_names_and_non_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/f", b"x", 0o644).unwrap();
+        assert!(
+            matches!(v.mkdir(ROOT_INO, "f", 0o755), Err(Error::Exists { path }) if path == "/V/f")
+        );
+        assert!(matches!(
+            v.create_file(f, "x", 0o644),
+            Err(Error::NotDir { .. })
+        ));
+        assert!(matches!(
+            v.mkdir(ROOT_INO, "a/b", 0o755),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            v.mkdir(999, "a", 0o755),
+            Err(Error::NotFound { .. })
+        ));
+        let n = v.mkdir(ROOT_INO, "m", 0o40777).unwrap();
+        assert_eq!(v.getattr(n).unwrap().mode, 0o777);
+    }
+
+    #[test]
+    fn remove_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.mkdir_all("/d/e").unwrap();
+        v.write_file("/f", b"x", 0o644).unwrap();
+        assert!(matches!(v.unlink(ROOT_INO, "d"), Err(Error::IsDir { .. })));
+        assert!(matches!(
+            v.rmdir(ROOT_INO, "d"),
+            Err(Error::DirNotEmpty { .. })
+        ));
+        assert!(matches!(v.rmdir(ROOT_INO, "f"), Err(Error::NotDir { .. })));
+        v.remove("/d/e").unwrap();
+        v.remove("/d").unwrap();
+        v.remove("/f").unwrap();
+        assert!(matches!(v.remove("/f"), Err(Error::NotFound { .. })));
+        assert_eq!(v.list().len(), 1);
+    }
+
+    #[test]
+    fn rename_follows_posix_replacement_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.mkdir_all("/a/b").unwrap();
+        v.mkdir_all("/full/x").unwrap();
+        v.mkdir_all("/empty").unwrap();
+        v.write_file("/f", b"old", 0o644).unwrap();
+        let g = v.write_file("/g", b"new", 0o644).unwrap();
+        assert!(matches!(
+            v.rename_path("/a", "/a/b/a"),
+            Err(Error::Loop { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/a", "/a/a2"),
+            Err(Error::Loop { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/a", "/full"),
+            Err(Error::DirNotEmpty { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/f", "/empty"),
+            Err(Error::IsDir { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/a", "/f"),
+            Err(Error::NotDir { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/f", "/g/x"),
+            Err(Error::NotDir { .. })
+        ));
+        // Onto itself: nothing happens.
+        v.rename_path("/g", "/g").unwrap();
+        assert_eq!(v.read_file("/g").unwrap(), b"new");
+        // A file replaces a file; a directory replaces an empty directory.
+        v.rename_path("/g", "/f").unwrap();
+        assert_eq!(v.resolve("/f").unwrap(), g);
+        assert_eq!(v.read_file("/f").unwrap(), b"new");
+        assert!(v.resolve("/g").is_err());
+        v.rename_path("/a", "/empty").unwrap();
+        assert_eq!(v.path_of(v.resolve("/empty/b").unwrap()), "/empty/b");
+        assert!(v.resolve("/a").is_err());
+        let listed: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            listed,
+            ["/", "/empty", "/empty/b", "/f", "/full", "/full/x"]
+        );
+    }
+
+    #[test]
+    fn replaced_and_cleared_files_drop_their_objects_after_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", b"old", 0o644).unwrap();
+        v.write_file("/g", b"new", 0o644).unwrap();
+        v.write_file("/e", b"", 0o644).unwrap();
+        commit_ack(&mut v);
+        assert_eq!(objects(d.path()).len(), 2, "empty files have no object");
+        v.rename_path("/g", "/f").unwrap();
+        commit_ack(&mut v);
+        assert_eq!(objects(d.path()).len(), 1);
+        v.mkdir_all("/d").unwrap();
+        v.clear().unwrap();
+        assert_eq!(v.list().len(), 1);
+        let t = commit_ack(&mut v);
+        assert!(objects(d.path()).is_empty());
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert_eq!(v.list().len(), 1);
+    }
+
+    #[test]
+    fn changes_need_a_writable_volume() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/f", b"x", 0o644).unwrap();
+        let t = commit_ack(&mut v);
+        drop(v);
+        let mut v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        let f = v.resolve("/f").unwrap();
+        assert!(matches!(
+            v.mkdir(ROOT_INO, "d", 0o755),
+            Err(Error::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            v.unlink(ROOT_INO, "f"),
+            Err(Error::ReadOnly { .. })
+        ));
+        assert!(matches!(
+            v.rename_path("/f", "/g"),
+            Err(Error::ReadOnly { .. })
+        ));
+        assert!(matches!(v.set_mode(f, 0o600), Err(Error::ReadOnly { .. })));
+        assert!(matches!(v.clear(), Err(Error::ReadOnly { .. })));
+        assert!(!v.has_changes());
+        assert_eq!(v.read_file("/f").unwrap(), b"x");
+    }
+}

@@ -1,5 +1,8 @@
 //! `veil las serve`: the evidence socket and the TCP health/key endpoint.
 
+// accept4 hands back a raw descriptor; taking ownership of it (`OwnedFd::from_raw_fd`) is unsafe.
+#![allow(unsafe_code)]
+
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -13,6 +13,10 @@
 //! AT_EMPTY_PATH)` on the descriptor that was measured. SIGINT, SIGTERM, SIGHUP and SIGQUIT are
 //! forwarded to the child; the launcher exits with the child's status (128 + n for signal n).
 
+// fork, the async-signal-safe child up to execveat, and the signal-forwarding handler call libc
+// directly; each unsafe block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;

@@ -104,6 +104,7 @@ pub fn choose_tier(mode: Mode, las_socket: &Path) -> Result<Tier, LauncherError>
     }
 }
 
+#[allow(unsafe_code)] // prctl(PR_SET_DUMPABLE) through libc
 fn set_not_dumpable() -> Result<(), LauncherError> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) has no memory-safety implications.
     let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };

@@ -281,16 +281,7 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
 
 #[test]
 fn counter_in_fuse_mode_and_across_modes() {
-    let usable = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok()
-        && Path::new("/usr/bin/fusermount3").exists();
-    if !usable {
-        eprintln!(
-            "SKIPPED counter_in_fuse_mode_and_across_modes: /dev/fuse or fusermount3 unusable"
-        );
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
         return;
     }
     let mut c = Counter::new();

@@ -1,6 +1,10 @@
 //! veil's integration tests: one binary, one module per area. They drive the real `veil` binary
 //! (and real CAS/LAS processes) the way a user would; servers listen on 127.0.0.1 port 0.
 
+// All of this crate is test code: its helpers may unwrap and expect like the tests do (clippy's
+// allow-unwrap-in-tests covers only the #[test] functions of an integration-test crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod audit;
 mod cas;
 mod coderegion;
@@ -11,4 +15,5 @@ mod run;
 mod secrets;
 mod shield;
 mod support;
+mod tidy;
 mod workload;

@@ -1033,21 +1033,6 @@ fn cli_create_pack_unpack_ls_and_files() {
     );
 }
 
-fn fuse_available() -> Option<String> {
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    let ok = Command::new("fusermount3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
-    }
-    None
-}
-
 struct MountProc {
     child: Option<std::process::Child>,
     mnt: PathBuf,
@@ -1085,8 +1070,7 @@ fn sh(cmd: &str, cwd: &Path) {
 
 #[test]
 fn fuse_end_to_end_with_real_tools() {
-    if let Some(why) = fuse_available() {
-        eprintln!("SKIPPED fuse_end_to_end_with_real_tools: {why}");
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -1263,8 +1247,7 @@ impl veil_shield::TagSink for RefusingSink {
 
 #[test]
 fn fuse_fsync_fails_with_eio_when_the_tag_cannot_be_recorded() {
-    if let Some(why) = fuse_available() {
-        eprintln!("SKIPPED fuse_fsync_fails_with_eio_when_the_tag_cannot_be_recorded: {why}");
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

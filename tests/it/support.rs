@@ -313,3 +313,44 @@ pub fn volume_objects(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Whether a test can use `what` (`"fuse"`, `"podman"`, `"etcd"`, …): `unavailable` is `None`
+/// when it can, else why not. When it cannot and `VEIL_CI_REQUIRE` (comma-separated, e.g.
+/// `fuse,podman`) names `what`, this panics: CI must run the test, not skip it. Otherwise it
+/// prints why the test does not run and returns false (the caller returns).
+#[track_caller]
+pub fn require(what: &str, unavailable: Option<String>) -> bool {
+    let Some(why) = unavailable else {
+        return true;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    let required = std::env::var("VEIL_CI_REQUIRE").unwrap_or_default();
+    if required.split(',').any(|r| r.trim() == what) {
+        panic!("VEIL_CI_REQUIRE names {what} but {why}; {test} cannot run");
+    }
+    eprintln!("SKIPPED {test}: {why} (set VEIL_CI_REQUIRE={what} to make this a failure instead)");
+    false
+}
+
+/// Why FUSE mounts cannot work here (`None`: they can): `/dev/fuse` must open read-write and
+/// `fusermount3` (Debian's `fuse3`) must run.
+pub fn fuse_unusable() -> Option<String> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        return Some(format!("/dev/fuse cannot be opened read-write ({e})"));
+    }
+    let runs = Command::new("fusermount3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
+        return Some("fusermount3 does not run (apt-get install fuse3)".into());
+    }
+    None
+}

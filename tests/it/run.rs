@@ -353,7 +353,7 @@ fn las_signs_evidence_about_the_real_executable() {
     let rd = ReportData::bind(&nonce, b"client spki");
     let program = Digest32::of(b"the program");
     let target = Target::Program { hash: program };
-    let ev = veil_las::client::request_evidence(&las.socket, rd, target).expect("evidence");
+    let ev = veil_client::las::request_evidence(&las.socket, rd, target).expect("evidence");
     let me = veil_attest::measure::hash_file(&std::env::current_exe().expect("exe")).expect("hash");
     assert_eq!(
         ev.claims.launcher_hash, me,
@@ -440,9 +440,9 @@ fn las_ignores_claimed_executables() {
         "pid": 1,
     });
     let raw =
-        veil_las::client::raw_request(&las.socket, body.to_string().as_bytes()).expect("request");
-    let resp: veil_las::wire::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
-    let veil_las::wire::EvidenceResponse::Evidence(ev) = resp else {
+        veil_client::las::raw_request(&las.socket, body.to_string().as_bytes()).expect("request");
+    let resp: veil_api::las::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
+    let veil_api::las::EvidenceResponse::Evidence(ev) = resp else {
         panic!("refused: {resp:?}")
     };
     let me = veil_attest::measure::hash_file(&std::env::current_exe().expect("exe")).expect("hash");
@@ -451,13 +451,13 @@ fn las_ignores_claimed_executables() {
     assert_eq!(ev.claims.pid, std::process::id());
     assert_eq!(ev.claims.measurement, measurement(&me, &Target::Envcas));
     // Garbage is refused with a reason, and the LAS keeps serving.
-    let raw = veil_las::client::raw_request(&las.socket, b"not json").expect("request");
-    let resp: veil_las::wire::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
+    let raw = veil_client::las::raw_request(&las.socket, b"not json").expect("request");
+    let resp: veil_api::las::EvidenceResponse = serde_json::from_slice(&raw).expect("answer");
     assert!(
-        matches!(resp, veil_las::wire::EvidenceResponse::Error(ref m) if m.contains("malformed")),
+        matches!(resp, veil_api::las::EvidenceResponse::Error(ref m) if m.contains("malformed")),
         "{resp:?}"
     );
-    assert!(veil_las::client::request_evidence(&las.socket, rd, Target::Envcas).is_ok());
+    assert!(veil_client::las::request_evidence(&las.socket, rd, Target::Envcas).is_ok());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use veil_attest::protocol::{
+use veil_api::workload::{
     ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH, NonceResponse,
     TAGS_PATH, TagUpdateRequest,
 };

@@ -48,7 +48,7 @@ pub struct RegisteredNodeKey {
 impl RegisteredNodeKey {
     /// The key hash (decision 7) of this key.
     pub fn key_hash(&self) -> String {
-        veil_identity::key_hash(&self.spki_der)
+        veil_types::key_hash(&self.spki_der)
     }
 }
 
@@ -622,7 +622,7 @@ mod tests {
             .expect("sign");
         NodeEvidence {
             claims,
-            node_key_hash: veil_identity::key_hash(&n.spki),
+            node_key_hash: veil_types::key_hash(&n.spki),
             signature: sig.as_ref().to_vec(),
         }
     }

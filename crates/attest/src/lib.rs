@@ -1,6 +1,6 @@
 //! Attestation for veil: evidence per tier, measurement construction, evidence binding, the
-//! CAS's nonce store, a pure appraisal, and the workload API types shared by the CAS and the
-//! launcher.
+//! CAS's nonce store and a pure appraisal. The wire types of the workload API live in
+//! `veil-api`.
 //!
 //! * [`measure`]: `SHA-256("veil-measure-v1" ‖ SHA-256(launcher) ‖ SHA-256(program))`, or
 //!   `SHA-256("veil-measure-envcas-v1" ‖ SHA-256(launcher))` for envcas (decision 3).
@@ -10,7 +10,6 @@
 //! * [`appraise()`]: pure appraisal behind the [`Verifier`] trait (one per tier, hardware tiers
 //!   plug in later), matching of attestation factors with SCONE-style failure chains, and the
 //!   tier decision [`tier_accepted`] (decision 1).
-//! * [`protocol`]: request/response types and paths of the workload API.
 
 #![deny(missing_docs)]
 
@@ -21,7 +20,6 @@ pub mod evidence;
 pub mod hash;
 pub mod measure;
 pub mod nonce;
-pub mod protocol;
 pub mod reference;
 pub mod time;
 

@@ -6,6 +6,7 @@
 //! its issuer or dates, but its key must sign the handshake (checked by
 //! [`veil_identity::AnyClientCert`]); the identity is the key hash of its SPKI.
 
+use veil_api::sessions::{HashResponse, SessionList, SessionResponse};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -250,7 +251,7 @@ async fn post_session(
     let hash = st.sessions.upload(&peer, &text).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(serde_json::json!({ "hash": hash })),
+        axum::Json(HashResponse { hash }),
     )
         .into_response())
 }
@@ -283,7 +284,7 @@ async fn get_session(
             by: peer.key_hash.clone(),
         }])
         .await?;
-    Ok(axum::Json(serde_json::json!({ "session": session, "hash": hash })).into_response())
+    Ok(axum::Json(SessionResponse { session, hash }).into_response())
 }
 
 /// `GET /v1/sessions[?namespace=NS]` → `{"sessions": [names]}` (those whose `list_sessions`
@@ -302,7 +303,7 @@ async fn list_sessions(
         check_name(ns)?;
     }
     let names = st.sessions.list(&peer, ns)?;
-    Ok(axum::Json(serde_json::json!({ "sessions": names })).into_response())
+    Ok(axum::Json(SessionList { sessions: names }).into_response())
 }
 
 #[derive(Debug)]

@@ -35,8 +35,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
-use veil_attest::protocol::{
-    ATTEST_PATH, AttestRequest, CodeRegion, ConfigResponse, EXIT_PATH, ExitRequest, HEARTBEAT_PATH,
+use veil_api::workload::{
+    ATTEST_PATH, AttestRequest, CodeRegion, ConfigResponse, EXIT_PATH, ExitRequest, ExitResponse,
+    HEARTBEAT_PATH,
     HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse, TAGS_PATH,
     TagUpdateRequest, TagUpdateResponse, UpdatePolicy, VolumeGrant,
 };
@@ -45,16 +46,18 @@ use veil_attest::{
     TrustAnchors, UnixTime,
 };
 use veil_secrets::{OtpError, OtpState, SecretValues};
+use veil_types::{ExposeSecret, Key32, SecretString, Tag};
 
 use crate::error::ApiError;
 use crate::server::{Caller, ConnInfo};
 use crate::sessions::{Loaded, Peer, Sessions};
 use crate::store::{Store, StoreError};
-use nodes::{NODES_TABLE, NodeRecord, REGISTRY_KEY, RegisterNode};
+use nodes::{NODES_TABLE, NodeRecord, REGISTRY_KEY};
+use veil_api::nodes::{NodeInfo, NodeList, RegisterNode, Registered, Revoked};
 use tags::{InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
 
 /// Owner-only node registry on the client API.
-pub const NODES_PATH: &str = "/v1/nodes";
+pub use veil_api::nodes::NODES_PATH;
 /// Sealed table of CAS-generated volume keys.
 pub const VOLKEYS_TABLE: &str = "workload_volume_keys";
 /// Sealed table of OTP replay/lockout state.
@@ -241,6 +244,12 @@ fn random_hex32() -> Result<String, WorkloadError> {
     let mut b = [0u8; 32];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| internal("random generator", "failed"))?;
     Ok(hex::encode(b))
+}
+
+/// A tag as stored (validated hex) as a wire [`Tag`].
+fn wire_tag(tag: Option<String>) -> Result<Option<Tag>, WorkloadError> {
+    tag.map(|t| t.parse::<Tag>().map_err(|e| internal("recorded tag", e)))
+        .transpose()
 }
 
 fn instance_id(token: &str) -> String {
@@ -469,7 +478,7 @@ impl Workload {
         req: AttestRequest,
     ) -> Result<ConfigResponse, WorkloadError> {
         let at = UnixTime::now();
-        let (session_name, service_name, otp) = parse_config_id(&req.config_id)
+        let (session_name, service_name, otp) = parse_config_id(&req.config_id.0)
             .map_err(|m| WorkloadError::attest(StatusCode::BAD_REQUEST, "invalid_config_id", m))?;
         // The nonce is single use whatever happens next.
         self.nonces
@@ -536,7 +545,7 @@ impl Workload {
         let token = build::access_token(session, &values).map_err(|e| WorkloadError::config(&e))?;
         veil_secrets::check_service_access_token(
             token.as_deref(),
-            req.service_access_token.as_deref(),
+            req.service_access_token.as_ref().map(|t| t.expose_secret()),
         )
         .map_err(|e| {
             WorkloadError::attest(
@@ -595,8 +604,8 @@ impl Workload {
             grants.push(VolumeGrant {
                 name: v.name.clone(),
                 path: v.path.clone(),
-                key,
-                tag,
+                key: Key32::from_hex(&key).map_err(|e| internal("volume key", e))?,
+                tag: wire_tag(tag)?,
                 update_policy: v.policy,
             });
             vol_states.insert(
@@ -626,8 +635,9 @@ impl Workload {
                 (
                     Some(CodeRegion {
                         fspf_path: c.fspf_path.clone(),
-                        fspf_key: c.fspf_key.clone(),
-                        fspf_tag: tag,
+                        fspf_key: Key32::from_hex(&c.fspf_key)
+                            .map_err(|e| internal("fspf key", e))?,
+                        fspf_tag: wire_tag(tag)?,
                         update_policy: c.policy,
                     }),
                     Some(VolState {
@@ -665,13 +675,17 @@ impl Workload {
             }])
             .await?;
         Ok(ConfigResponse {
-            argv: plan.argv,
-            env: plan.env,
+            argv: plan.argv.into_iter().map(SecretString::from).collect(),
+            env: plan
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, SecretString::from(v)))
+                .collect(),
             pwd: plan.pwd,
             injection_files: plan.injection_files,
             code_region,
             volumes: grants,
-            instance_token,
+            instance_token: SecretString::from(instance_token),
         })
     }
 
@@ -681,7 +695,9 @@ impl Workload {
         } else {
             format!("Cannot update the tag of volume {}", req.volume)
         };
-        let id = instance_id(&req.instance_token);
+        let old_tag = req.old_tag.map(|t| t.to_hex());
+        let new_tag = req.new_tag.to_hex();
+        let id = instance_id(req.instance_token.expose_secret());
         let now = now_ms();
         let mut running = self.running.lock().await;
         let running = &mut *running;
@@ -722,8 +738,8 @@ impl Workload {
             state.policy,
             current.as_deref(),
             state.initial_tag.as_deref(),
-            req.old_tag.as_deref(),
-            &req.new_tag,
+            old_tag.as_deref(),
+            &new_tag,
         )
         .map_err(|r| match r {
             TagRefusal::Malformed => WorkloadError::new(
@@ -749,7 +765,7 @@ impl Workload {
         })?;
         if record {
             let new = serde_json::to_vec(&TagRecord {
-                tag: req.new_tag.clone(),
+                tag: new_tag.clone(),
                 key_fp: state.key_fp.clone(),
                 updated_at: now,
             })
@@ -774,7 +790,7 @@ impl Workload {
                 .audit(vec![veil_audit::Event::VolumeTagUpdated {
                     session: inst.session.clone(),
                     volume: req.volume.clone(),
-                    tag: req.new_tag.clone(),
+                    tag: new_tag.clone(),
                 }])
                 .await?;
         }
@@ -810,7 +826,7 @@ impl Workload {
     }
 
     async fn exit(&self, req: &ExitRequest) -> Result<(), WorkloadError> {
-        let id = instance_id(&req.instance_token);
+        let id = instance_id(req.instance_token.expose_secret());
         let mut running = self.running.lock().await;
         if running.instances.remove(&id).is_none() {
             return Err(WorkloadError::unknown_instance("Cannot report the exit"));
@@ -901,7 +917,7 @@ async fn attest_route(
 ) -> Result<Response, WorkloadError> {
     let req: AttestRequest = read_json(body, ATTESTATION_FAILED).await?;
     // Names only: the config id's `@<otp>` suffix is not recorded.
-    let (session, service) = match parse_config_id(&req.config_id) {
+    let (session, service) = match parse_config_id(&req.config_id.0) {
         Ok((session, service, _)) => (session.to_string(), service.to_string()),
         Err(_) => (String::new(), String::new()),
     };
@@ -937,7 +953,7 @@ async fn heartbeat_route(
     body: Body,
 ) -> Result<Response, WorkloadError> {
     let req: HeartbeatRequest = read_json(body, "Cannot renew the instance's leases").await?;
-    let r = w.heartbeat(&req.instance_token).await?;
+    let r = w.heartbeat(req.instance_token.expose_secret()).await?;
     Ok(json(StatusCode::OK, &r))
 }
 
@@ -948,20 +964,7 @@ async fn exit_route(
 ) -> Result<Response, WorkloadError> {
     let req: ExitRequest = read_json(body, "Cannot report the exit").await?;
     w.exit(&req).await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({})))
-}
-
-/// One entry of `GET /v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// Node id.
-    pub node_id: String,
-    /// Key hash of the node key.
-    pub key_hash: String,
-    /// Registration time (ms since the epoch).
-    pub registered_at: u64,
-    /// Revocation time, if revoked.
-    pub revoked_at: Option<u64>,
+    Ok(json(StatusCode::OK, &ExitResponse::default()))
 }
 
 async fn register_node_route(
@@ -1015,7 +1018,10 @@ async fn register_node_route(
         .await?;
     Ok(json(
         StatusCode::CREATED,
-        &serde_json::json!({ "node_id": req.node_id, "key_hash": key_hash }),
+        &Registered {
+            node_id: req.node_id,
+            key_hash,
+        },
     ))
 }
 
@@ -1034,7 +1040,7 @@ async fn list_nodes_route(
             revoked_at: r.revoked_at,
         })
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "nodes": out })))
+    Ok(json(StatusCode::OK, &NodeList { nodes: out }))
 }
 
 async fn revoke_node_route(
@@ -1078,7 +1084,10 @@ async fn revoke_node_route(
         .await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "node_id": node_id, "revoked": true }),
+        &Revoked {
+            node_id,
+            revoked: true,
+        },
     ))
 }
 

@@ -7,6 +7,7 @@
 //! - [`Connection`]: one keep-alive HTTPS connection (TLS 1.3) to a CAS whose key hash must
 //!   equal the pinned one (checked in the handshake by [`veil_identity::PinnedServerKey`]);
 //!   typed calls for the session routes.
+//! - [`las`]: the LAS unix-socket client (evidence for this process).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use veil_identity::{Identity, PinnedServerKey};
+
+pub mod las;
 
 pub use hyper::Method;
 

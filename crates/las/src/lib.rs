@@ -11,22 +11,21 @@
 //! * TCP (default `0.0.0.0:18766`) serves only `GET /healthz` and `GET /v1/node-key`.
 //!
 //! Modules: [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
-//! [`wire`] (socket messages), [`server`] (both listeners), [`client`] (what the launcher uses).
+//! [`server`] (both listeners). The socket messages are in `veil_api::las`, the launcher's side
+//! of the socket in `veil_client::las`: the launcher links no LAS server code.
 
 #![deny(missing_docs)]
 
-pub mod client;
 pub mod key;
 pub mod procfs;
 pub mod server;
-pub mod wire;
 
 /// Default TCP listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:18766";
 /// Default unix socket path.
-pub const DEFAULT_SOCKET: &str = "/run/veil/las.sock";
+pub use veil_api::las::DEFAULT_SOCKET;
 
-/// Errors of the LAS and its client.
+/// Errors of the LAS.
 #[derive(Debug, thiserror::Error)]
 pub enum LasError {
     /// A file or socket operation failed.

@@ -22,7 +22,7 @@ use veil_attest::{NodeClaims, NodeEvidence, UnixTime, measurement};
 use crate::LasError;
 use crate::key::NodeKey;
 use crate::procfs::Measurer;
-use crate::wire::{EvidenceRequest, EvidenceResponse, MAX_MESSAGE, NodeKeyInfo};
+use veil_api::las::{EvidenceRequest, EvidenceResponse, MAX_MESSAGE, NodeKeyInfo};
 
 /// Settings of a LAS.
 #[derive(Debug, Clone)]
@@ -165,7 +165,7 @@ impl Las {
             let app = axum::Router::new()
                 .route("/healthz", axum::routing::get(|| async { "ok" }))
                 .route(
-                    "/v1/node-key",
+                    veil_api::las::NODE_KEY_PATH,
                     axum::routing::get(move || {
                         let info = info.clone();
                         async move { axum::Json(info) }

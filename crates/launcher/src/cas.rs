@@ -13,13 +13,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use veil_attest::protocol::{
-    ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ErrorBody, ExitRequest, HEARTBEAT_PATH,
+use veil_api::workload::{
+    ATTEST_PATH, AttestRequest, ConfigId, ConfigResponse, EXIT_PATH, ExitRequest, HEARTBEAT_PATH,
     HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse, TAGS_PATH,
     TagUpdateRequest, TagUpdateResponse,
 };
 use veil_attest::{Evidence, ReportData, Tier};
+use veil_api::ErrorBody;
 use veil_identity::Identity;
+use veil_types::{SecretString, Tag};
 
 use crate::error::{LauncherError, err};
 
@@ -163,11 +165,11 @@ pub fn attest(
             &mut sender,
             ATTEST_PATH,
             &AttestRequest {
-                config_id: config_id.to_string(),
+                config_id: ConfigId(config_id.to_string()),
                 tier,
                 nonce: nonce.nonce,
                 evidence,
-                service_access_token,
+                service_access_token: service_access_token.map(SecretString::from),
             },
             "Attestation failed",
         )
@@ -202,18 +204,18 @@ pub fn update_tag(
     target: &CasTarget,
     instance_token: &str,
     volume: &str,
-    old_tag: Option<&str>,
-    new_tag: &str,
+    old_tag: Option<Tag>,
+    new_tag: Tag,
 ) -> Result<(), LauncherError> {
     let outer = format!("Failed to record the tag of volume {volume} in CAS");
     let r: TagUpdateResponse = one_shot(
         target,
         TAGS_PATH,
         &TagUpdateRequest {
-            instance_token: instance_token.to_string(),
+            instance_token: SecretString::from(instance_token.to_string()),
             volume: volume.to_string(),
-            old_tag: old_tag.map(str::to_string),
-            new_tag: new_tag.to_string(),
+            old_tag,
+            new_tag,
         },
         &outer,
     )
@@ -236,7 +238,7 @@ pub fn heartbeat(target: &CasTarget, instance_token: &str) -> Result<(), Launche
         target,
         HEARTBEAT_PATH,
         &HeartbeatRequest {
-            instance_token: instance_token.to_string(),
+            instance_token: SecretString::from(instance_token.to_string()),
         },
         "Failed to renew the volume leases in CAS",
     )?;
@@ -249,7 +251,7 @@ pub fn report_exit(target: &CasTarget, instance_token: &str, status: i32) {
         target,
         EXIT_PATH,
         &ExitRequest {
-            instance_token: instance_token.to_string(),
+            instance_token: SecretString::from(instance_token.to_string()),
             status,
         },
         "Failed to report the exit to CAS",
@@ -267,7 +269,7 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
     use veil_attest::nonce::{NonceLimits, NonceStore};
-    use veil_attest::protocol::InjectionFile;
+    use veil_api::workload::InjectionFile;
     use veil_attest::{
         Collateral, Digest32, Expected, FactorSet, ReferenceValues, SimEvidence, Target,
         TrustAnchors, UnixTime, appraise,
@@ -536,7 +538,7 @@ mod node_tests {
         };
         let want = crate::program::own_measurement(&target).expect("measure");
         let evidence = |rd| {
-            veil_las::client::request_evidence(&socket, rd, target)
+            veil_client::las::request_evidence(&socket, rd, target)
                 .map(Evidence::Node)
                 .map_err(|e| LauncherError::new(e.to_string()))
         };

@@ -26,8 +26,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
-use veil_attest::protocol::{CodeRegion, UpdatePolicy};
-use veil_shield::{Access, Expect, Options, Tag, Volume, VolumeId, VolumeKey};
+use veil_api::workload::{CodeRegion, UpdatePolicy};
+use veil_shield::{Access, Expect, Options, Volume, VolumeId, VolumeKey};
 
 use crate::error::{LauncherError, err};
 
@@ -72,14 +72,9 @@ pub fn open_region(region: &CodeRegion) -> Result<OpenRegion, LauncherError> {
     if !backing.is_absolute() {
         return Err(fail("fspf_path is not an absolute path".into()));
     }
-    let key = VolumeKey::from_hex(&region.fspf_key).map_err(|_| {
-        fail("the code region key (fspf_key) from CAS is not 64 hex characters".into())
-    })?;
+    let key = VolumeKey::from_bytes(*region.fspf_key.expose());
     let expect = match (&region.fspf_tag, region.update_policy) {
-        (Some(t), _) => Expect::Tag(
-            t.parse::<Tag>()
-                .map_err(|e| fail(format!("the tag (fspf_tag) from CAS: {e}")))?,
-        ),
+        (Some(t), _) => Expect::Tag(*t),
         (None, UpdatePolicy::NoRollbackProtection) => Expect::Newest,
         (None, _) => {
             return Err(fail(

@@ -31,7 +31,8 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
-use veil_attest::protocol::{ConfigResponse, InjectionFile};
+use veil_api::workload::{ConfigResponse, InjectionFile};
+use veil_types::ExposeSecret;
 
 use crate::error::{LauncherError, err};
 use crate::subst::{expand_args, expand_env};
@@ -107,7 +108,12 @@ pub fn plan(
             )));
         }
     }
-    let argv = expand_args(&config.argv, host_argv)?;
+    let service_argv: Vec<String> = config
+        .argv
+        .iter()
+        .map(|a| a.expose_secret().to_string())
+        .collect();
+    let argv = expand_args(&service_argv, host_argv)?;
     if argv.is_empty() {
         return Err(LauncherError::new("The service's command is empty"));
     }
@@ -123,7 +129,14 @@ pub fn plan(
     }
     Ok(Plan {
         argv,
-        env: expand_env(&config.env, host_env),
+        env: expand_env(
+            &config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose_secret().to_string()))
+                .collect(),
+            host_env,
+        ),
         pwd: config.pwd.clone(),
         files: config.injection_files.clone(),
     })
@@ -245,7 +258,7 @@ fn place_one(
         .mode(0o600)
         .open(staged)
         .map_err(|e| err("creating the file on the tmpfs", e))?;
-    mem.write_all(&f.content)
+    mem.write_all(f.content.expose_secret())
         .map_err(|e| err("writing the content", e))?;
     mem.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
         .map_err(|e| err("setting the mode", e))?;
@@ -506,7 +519,7 @@ mod tests {
     use crate::program::MeasuredProgram;
     use std::process::Command;
     use std::time::{Duration, Instant};
-    use veil_attest::protocol::ConfigResponse;
+    use veil_api::workload::ConfigResponse;
 
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Spec {
@@ -769,11 +782,11 @@ mod tests {
             t = t.display()
         );
         let mut cfg = config(vec!["sh".into(), "-c".into(), script], &[], &t, vec![]);
-        cfg.code_region = Some(veil_attest::protocol::CodeRegion {
+        cfg.code_region = Some(veil_api::workload::CodeRegion {
             fspf_path: backing.display().to_string(),
             fspf_key: "11".repeat(32),
             fspf_tag: Some(tag.to_string()),
-            update_policy: veil_attest::protocol::UpdatePolicy::RollbackProtected,
+            update_policy: veil_api::workload::UpdatePolicy::RollbackProtected,
         });
         let spec = Spec {
             config: cfg,
@@ -805,12 +818,12 @@ mod tests {
     fn plan_refuses_what_it_cannot_honour() {
         let t = Path::new("/tmp");
         let mut c = config(vec!["x".into()], &[], t, vec![]);
-        c.volumes.push(veil_attest::protocol::VolumeGrant {
+        c.volumes.push(veil_api::workload::VolumeGrant {
             name: "V1".into(),
             path: "/V1".into(),
             key: "k".into(),
             tag: None,
-            update_policy: veil_attest::protocol::UpdatePolicy::RollbackProtected,
+            update_policy: veil_api::workload::UpdatePolicy::RollbackProtected,
         });
         assert!(plan(&c, &[], &BTreeMap::new()).is_ok());
         c.volumes[0].path = "V1".into();

@@ -35,6 +35,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use veil_attest::{Evidence, SimEvidence, Target, Tier, measurement};
+use veil_types::ExposeSecret;
 
 pub use error::LauncherError;
 use error::err;
@@ -87,7 +88,7 @@ pub fn choose_tier(mode: Mode, las_socket: &Path) -> Result<Tier, LauncherError>
     match mode {
         Mode::Sim => Ok(Tier::Sim),
         Mode::Node => {
-            if veil_las::client::reachable(las_socket) {
+            if veil_client::las::reachable(las_socket) {
                 Ok(Tier::Node)
             } else {
                 Err(LauncherError::new(format!(
@@ -96,7 +97,7 @@ pub fn choose_tier(mode: Mode, las_socket: &Path) -> Result<Tier, LauncherError>
                 )))
             }
         }
-        Mode::Auto => Ok(if veil_las::client::reachable(las_socket) {
+        Mode::Auto => Ok(if veil_client::las::reachable(las_socket) {
             Tier::Node
         } else {
             Tier::Sim
@@ -182,7 +183,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
         tier,
         settings.service_access_token.clone(),
         |rd| match tier {
-            Tier::Node => veil_las::client::request_evidence(&las_socket, rd, target)
+            Tier::Node => veil_client::las::request_evidence(&las_socket, rd, target)
                 .map(Evidence::Node)
                 .map_err(|e| {
                     err(
@@ -208,7 +209,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
             &inv.env,
             cas_target.clone(),
             &config_id,
-            &config.instance_token,
+            config.instance_token.expose_secret(),
         )?)
     };
     let result = run_config(
@@ -221,7 +222,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
     );
     cas::report_exit(
         &cas_target,
-        &config.instance_token,
+        config.instance_token.expose_secret(),
         *result.as_ref().unwrap_or(&1),
     );
     result
@@ -231,7 +232,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
 /// namespace, files, then run `program` (or, for envcas, the program named in `envcas_config`); after it
 /// exits, write the volumes back and record their tags (a failure there is fatal).
 pub fn run_config(
-    config: &veil_attest::protocol::ConfigResponse,
+    config: &veil_api::workload::ConfigResponse,
     host_argv: &[String],
     host_env: &BTreeMap<String, String>,
     program: Option<&program::MeasuredProgram>,

@@ -125,12 +125,12 @@ impl Settings {
             .get("VEIL_LAS_SOCKET")
             .filter(|s| !s.is_empty())
             .cloned()
-            .unwrap_or_else(|| veil_las::DEFAULT_SOCKET.to_string());
+            .unwrap_or_else(|| veil_api::las::DEFAULT_SOCKET.to_string());
         Ok(Self {
             config_id: pair(env, "CONFIG_ID")?,
             cas_addr: with_port(
                 &pair(env, "CAS_ADDR")?.unwrap_or_else(|| DEFAULT_CAS_HOST.into()),
-                veil_attest::protocol::WORKLOAD_PORT,
+                veil_api::workload::WORKLOAD_PORT,
             ),
             las_addr: with_port(
                 &pair(env, "LAS_ADDR")?.unwrap_or_else(|| "las".into()),

@@ -28,7 +28,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
-use veil_attest::protocol::{UpdatePolicy, VolumeGrant};
+use veil_api::workload::{UpdatePolicy, VolumeGrant};
 use veil_shield::{Access, Expect, Options, Tag, TagSink, Volume, VolumeId, VolumeKey};
 
 use crate::cas::{self, CasTarget};
@@ -140,11 +140,11 @@ struct CasSink {
     cas: CasTarget,
     instance_token: String,
     volume: String,
-    recorded: Option<String>,
+    recorded: Option<Tag>,
 }
 
 impl CasSink {
-    fn new(ctx: &VolumeContext, volume: &str, recorded: Option<String>) -> Self {
+    fn new(ctx: &VolumeContext, volume: &str, recorded: Option<Tag>) -> Self {
         Self {
             cas: ctx.cas.clone(),
             instance_token: ctx.instance_token.clone(),
@@ -156,16 +156,15 @@ impl CasSink {
 
 impl TagSink for CasSink {
     fn record(&mut self, tag: &Tag) -> Result<(), String> {
-        let new = tag.to_string();
         cas::update_tag(
             &self.cas,
             &self.instance_token,
             &self.volume,
-            self.recorded.as_deref(),
-            &new,
+            self.recorded,
+            *tag,
         )
         .map_err(|e| e.chain.join(": "))?;
-        self.recorded = Some(new);
+        self.recorded = Some(*tag);
         Ok(())
     }
 }
@@ -175,7 +174,7 @@ pub struct OpenVolume {
     grant: VolumeGrant,
     /// `None` for an ephemeral volume without a recorded state.
     volume: Option<Volume>,
-    recorded: Option<String>,
+    recorded: Option<Tag>,
     mounted: bool,
     fuse: Option<veil_shield::fuse::Mounted>,
     created_dirs: Vec<PathBuf>,
@@ -221,20 +220,12 @@ pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolum
         "Cannot open volume {name} (backing store {})",
         backing.display()
     );
-    let key = VolumeKey::from_hex(&grant.key).map_err(|_| {
-        LauncherError::chain(vec![
-            outer.clone(),
-            "the volume key from CAS is not 64 hex characters".into(),
-        ])
-    })?;
+    let key = VolumeKey::from_bytes(*grant.key.expose());
     let id = VolumeId::new(&ctx.cas.key_hash, &ctx.session, name);
     let mut opts = Options::named(name);
     opts.display_root = grant.path.clone();
     let empty = store_is_empty(&backing)?;
-    let recorded = match &grant.tag {
-        Some(t) => Some(t.parse::<Tag>().map_err(shield_err(outer.clone()))?),
-        None => None,
-    };
+    let recorded = grant.tag;
     let ephemeral = grant.update_policy == UpdatePolicy::Ephemeral;
     let volume = match (recorded, empty) {
         (Some(t), true) => {
@@ -282,7 +273,7 @@ pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolum
             Some(vol)
         }
     };
-    let recorded = volume.as_ref().and_then(|v| v.tag()).map(|t| t.to_string());
+    let recorded = volume.as_ref().and_then(|v| v.tag());
     Ok(OpenVolume {
         grant: grant.clone(),
         volume,
@@ -414,7 +405,7 @@ impl OpenVolume {
                 "Cannot save volume {}",
                 self.grant.name
             )))?;
-            self.recorded = Some(tag.to_string());
+            self.recorded = Some(tag);
             return Ok(());
         }
         if self.grant.update_policy == UpdatePolicy::Ephemeral || !self.mounted {
@@ -428,7 +419,7 @@ impl OpenVolume {
             .map_err(shield_err(outer.clone()))?;
         let mut sink = CasSink::new(ctx, &self.grant.name, self.recorded.clone());
         let tag = vol.commit_to(&mut sink).map_err(shield_err(outer))?;
-        self.recorded = Some(tag.to_string());
+        self.recorded = Some(tag);
         Ok(())
     }
 

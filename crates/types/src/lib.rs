@@ -22,7 +22,9 @@ pub use keyhash::{
     CertError, KeyHash, cert_der_to_pem, is_key_hash, key_hash, key_hash_of_cert_der,
     spki_from_cert_der, spki_from_cert_pem,
 };
-pub use secrecy::{ExposeSecret, SecretBox, SecretString};
+pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};
 
 /// A secret value of any type: zeroized on drop, `Debug` prints `[REDACTED]`.
 pub type Secret<T> = secrecy::SecretBox<T>;
+
+pub mod serde_secret;

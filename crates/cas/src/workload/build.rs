@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use veil_attest::protocol::{InjectionFile, UpdatePolicy};
+use veil_api::workload::{InjectionFile, UpdatePolicy};
 use veil_attest::{
     AttestationMode, Digest32, FactorSet, ReferenceValues, SignerFactor, TierPolicy,
 };
@@ -89,7 +89,7 @@ pub fn reference_values(
             let d: Digest32 = text
                 .parse()
                 .map_err(
-                    |e: veil_attest::hash::DigestParseError| BuildError::Invalid {
+                    |e: veil_types::HexError| BuildError::Invalid {
                         field: field(),
                         msg: e.to_string(),
                     },
@@ -105,7 +105,7 @@ pub fn reference_values(
             let mrsigner: Digest32 = s
                 .mrsigner
                 .parse()
-                .map_err(|e: veil_attest::hash::DigestParseError| bad(e.to_string()))?;
+                .map_err(|e: veil_types::HexError| bad(e.to_string()))?;
             let u16of = |what: &str, x: u64| {
                 u16::try_from(x).map_err(|_| bad(format!("{what} {x} is larger than 65535")))
             };
@@ -349,7 +349,7 @@ pub fn plan(
                 })?;
             injection_files.push(InjectionFile {
                 path: f.path.clone(),
-                content: bytes,
+                content: veil_types::SecretSlice::from(bytes),
                 mode: f.permission.unwrap_or(DEFAULT_INJECTION_MODE),
             });
         }

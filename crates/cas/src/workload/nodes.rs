@@ -45,18 +45,7 @@ impl NodeRecord {
     }
 }
 
-/// Body of `POST /v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterNode {
-    /// The node id the LAS signs its evidence with.
-    pub node_id: String,
-    /// The node key: DER SubjectPublicKeyInfo in hex.
-    pub spki_hex: String,
-    /// Optional expected key hash: refused if the key's hash differs.
-    #[serde(default)]
-    pub key_hash: Option<String>,
-}
+pub use veil_api::nodes::RegisterNode;
 
 /// What is wrong with a registration request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

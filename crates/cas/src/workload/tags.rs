@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use veil_attest::protocol::UpdatePolicy;
+use veil_api::workload::UpdatePolicy;
 
 /// Sealed table of recorded tags.
 pub const TAGS_TABLE: &str = "workload_tags";

@@ -11,10 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-
-use crate::binding::Nonce;
-use crate::evidence::{Evidence, Tier};
-use crate::time::UnixTime;
+use veil_attest::{Evidence, Nonce, Tier, UnixTime};
+use veil_types::{Key32, SecretSlice, SecretString, Tag, serde_secret};
 
 /// Default port of the workload API.
 pub const WORKLOAD_PORT: u16 = 18765;
@@ -24,7 +22,7 @@ pub const NONCE_PATH: &str = "/v1/workload/nonce";
 pub const ATTEST_PATH: &str = "/v1/workload/attest";
 /// Compare-and-swap a volume or code-region tag. Body: [`TagUpdateRequest`]. Answer: [`TagUpdateResponse`].
 pub const TAGS_PATH: &str = "/v1/workload/tags";
-/// Report the program's exit. Body: [`ExitRequest`]. Answer: empty JSON object.
+/// Report the program's exit. Body: [`ExitRequest`]. Answer: [`ExitResponse`].
 pub const EXIT_PATH: &str = "/v1/workload/exit";
 /// Renew the leases of an instance. Body: [`HeartbeatRequest`]. Answer: [`HeartbeatResponse`].
 pub const HEARTBEAT_PATH: &str = "/v1/workload/heartbeat";
@@ -44,12 +42,25 @@ pub struct NonceResponse {
     pub expires_at: UnixTime,
 }
 
-/// Attest and ask for a service's configuration.
+/// A config id `session/service[@otp]` as the launcher sends it. The OTP part is a secret:
+/// `Debug` shows only the part before `@`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigId(pub String);
+
+impl fmt::Debug for ConfigId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.0.split('@').next().unwrap_or_default();
+        write!(f, "ConfigId({id:?}[@…])")
+    }
+}
+
+/// Attest and ask for a service's configuration.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestRequest {
     /// `session/service[@otp]`.
-    pub config_id: String,
+    pub config_id: ConfigId,
     /// The tier the launcher attests in (must equal the evidence's).
     pub tier: Tier,
     /// The nonce the evidence is bound to.
@@ -57,39 +68,26 @@ pub struct AttestRequest {
     /// The evidence.
     pub evidence: Evidence,
     /// `VEIL_SERVICE_ACCESS_TOKEN` / `SCONE_SERVICE_ACCESS_TOKEN`, if set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_access_token: Option<String>,
-}
-
-impl fmt::Debug for AttestRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The OTP part of the config id and the access token are secrets.
-        let id = self.config_id.split('@').next().unwrap_or_default();
-        f.debug_struct("AttestRequest")
-            .field("config_id", &format_args!("{id}[@…]"))
-            .field("tier", &self.tier)
-            .field("nonce", &self.nonce)
-            .field("evidence", &self.evidence)
-            .field(
-                "service_access_token",
-                &self.service_access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_secret::opt_string"
+    )]
+    pub service_access_token: Option<SecretString>,
 }
 
 /// File mode bits (`0o644` …), serialized as a number.
 pub type Mode = u32;
 
 /// A file the CAS places at `path` (placeholders already expanded).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InjectionFile {
     /// Absolute path where the program sees the file.
     pub path: String,
-    /// Its content (base64 on the wire).
-    #[serde(with = "crate::b64")]
-    pub content: Vec<u8>,
+    /// Its content (base64 on the wire; secret).
+    #[serde(with = "serde_secret::bytes_b64")]
+    pub content: SecretSlice<u8>,
     /// Permission bits (default `0o600`).
     #[serde(default = "default_mode")]
     pub mode: Mode,
@@ -97,19 +95,6 @@ pub struct InjectionFile {
 
 fn default_mode() -> Mode {
     0o600
-}
-
-impl fmt::Debug for InjectionFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InjectionFile")
-            .field("path", &self.path)
-            .field(
-                "content",
-                &format_args!("<{} bytes redacted>", self.content.len()),
-            )
-            .field("mode", &format_args!("{:o}", self.mode))
-            .finish()
-    }
 }
 
 /// How a volume's or code region's tag may change.
@@ -127,68 +112,50 @@ pub enum UpdatePolicy {
 }
 
 /// The code region (SCONE's FSPF): an encrypted file tree the launcher verifies and exposes.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRegion {
     /// `fspf_path`.
     pub fspf_path: String,
-    /// `fspf_key`, 64 hex (secret).
-    pub fspf_key: String,
-    /// `fspf_tag`, 32 hex.
+    /// `fspf_key` (secret; 64 hex on the wire).
+    #[serde(with = "serde_secret::key32_hex")]
+    pub fspf_key: Key32,
+    /// `fspf_tag`.
     #[serde(default)]
-    pub fspf_tag: Option<String>,
+    pub fspf_tag: Option<Tag>,
     /// `fspf_update_policy`.
     pub update_policy: UpdatePolicy,
 }
 
-impl fmt::Debug for CodeRegion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CodeRegion")
-            .field("fspf_path", &self.fspf_path)
-            .field("fspf_key", &"<redacted>")
-            .field("fspf_tag", &self.fspf_tag)
-            .field("update_policy", &self.update_policy)
-            .finish()
-    }
-}
-
 /// A volume the program may use.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeGrant {
     /// The policy's volume name (backing store `$VEIL_VOLUMES_DIR/<name>`).
     pub name: String,
     /// Where the program sees the plaintext.
     pub path: String,
-    /// The volume key, 64 hex (secret).
-    pub key: String,
-    /// The recorded tag (32 hex), `None` before first use.
+    /// The volume key (secret; 64 hex on the wire).
+    #[serde(with = "serde_secret::key32_hex")]
+    pub key: Key32,
+    /// The recorded tag, `None` before first use.
     #[serde(default)]
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     /// The update policy.
     pub update_policy: UpdatePolicy,
 }
 
-impl fmt::Debug for VolumeGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VolumeGrant")
-            .field("name", &self.name)
-            .field("path", &self.path)
-            .field("key", &"<redacted>")
-            .field("tag", &self.tag)
-            .field("update_policy", &self.update_policy)
-            .finish()
-    }
-}
-
-/// What a successfully attested workload receives.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a successfully attested workload receives. argv and env values may carry expanded
+/// secrets, so they are secrets; env names are not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigResponse {
     /// The service's argv (`argv[0]` first), `@@N` not yet expanded (the launcher does it).
-    pub argv: Vec<String>,
+    #[serde(with = "serde_secret::string_vec")]
+    pub argv: Vec<SecretString>,
     /// The service's environment; keys `\@\@NAME` are expanded by the launcher from the host.
-    pub env: BTreeMap<String, String>,
+    #[serde(with = "serde_secret::string_map")]
+    pub env: BTreeMap<String, SecretString>,
     /// Working directory.
     #[serde(default)]
     pub pwd: Option<String>,
@@ -202,47 +169,23 @@ pub struct ConfigResponse {
     #[serde(default)]
     pub volumes: Vec<VolumeGrant>,
     /// Token for tag updates and the exit report (secret).
-    pub instance_token: String,
-}
-
-impl fmt::Debug for ConfigResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // argv and env values may carry expanded secrets: show only their shape.
-        f.debug_struct("ConfigResponse")
-            .field("argv", &format_args!("<{} args redacted>", self.argv.len()))
-            .field("env", &self.env.keys().collect::<Vec<_>>())
-            .field("pwd", &self.pwd)
-            .field("injection_files", &self.injection_files)
-            .field("code_region", &self.code_region)
-            .field("volumes", &self.volumes)
-            .field("instance_token", &"<redacted>")
-            .finish()
-    }
+    #[serde(with = "serde_secret::string")]
+    pub instance_token: SecretString,
 }
 
 /// Compare-and-swap of a tag: the CAS records `new_tag` only if it currently holds `old_tag`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TagUpdateRequest {
     /// The instance token from [`ConfigResponse`].
-    pub instance_token: String,
+    #[serde(with = "serde_secret::string")]
+    pub instance_token: SecretString,
     /// Volume name, or the empty string for the code region.
     pub volume: String,
     /// The tag the launcher believes is recorded (`None` = first use).
-    pub old_tag: Option<String>,
+    pub old_tag: Option<Tag>,
     /// The new tag.
-    pub new_tag: String,
-}
-
-impl fmt::Debug for TagUpdateRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TagUpdateRequest")
-            .field("instance_token", &"<redacted>")
-            .field("volume", &self.volume)
-            .field("old_tag", &self.old_tag)
-            .field("new_tag", &self.new_tag)
-            .finish()
-    }
+    pub new_tag: Tag,
 }
 
 /// Answer to a tag update.
@@ -250,40 +193,31 @@ impl fmt::Debug for TagUpdateRequest {
 #[serde(deny_unknown_fields)]
 pub struct TagUpdateResponse {
     /// The tag now recorded (equals the request's `new_tag`).
-    pub tag: String,
+    pub tag: Tag,
 }
 
 /// The program has exited.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExitRequest {
     /// The instance token.
-    pub instance_token: String,
+    #[serde(with = "serde_secret::string")]
+    pub instance_token: SecretString,
     /// Exit status (128 + signal number when killed by a signal).
     pub status: i32,
 }
 
-impl fmt::Debug for ExitRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExitRequest")
-            .field("instance_token", &"<redacted>")
-            .field("status", &self.status)
-            .finish()
-    }
-}
+/// Answer of [`EXIT_PATH`]: an empty object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExitResponse {}
 
 /// Body of [`HEARTBEAT_PATH`].
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The instance token.
-    pub instance_token: String,
-}
-
-impl fmt::Debug for HeartbeatRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HeartbeatRequest { instance_token: <redacted> }")
-    }
+    #[serde(with = "serde_secret::string")]
+    pub instance_token: SecretString,
 }
 
 /// Answer of [`HEARTBEAT_PATH`].
@@ -293,49 +227,43 @@ pub struct HeartbeatResponse {
     pub lease_ttl_ms: u64,
 }
 
-/// An error answer (decision 6): a stable code and the message chain, outermost first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Stable code.
-    pub code: String,
-    /// `["Attestation failed", "Unexpected enclave measurement …", …]`.
-    pub msg: Vec<String>,
-}
-
 #[cfg(test)]
 mod tests {
+    use veil_attest::{Digest32, ReportData, SimEvidence, Target};
+    use veil_types::ExposeSecret;
+
     use super::*;
-    use crate::binding::ReportData;
-    use crate::evidence::SimEvidence;
-    use crate::hash::Digest32;
-    use crate::measure::Target;
+
+    fn s(v: &str) -> SecretString {
+        SecretString::from(v.to_string())
+    }
 
     fn config() -> ConfigResponse {
         let mut env = BTreeMap::new();
-        env.insert("SECRET_ENV".to_string(), "s3cr3t-value".to_string());
+        env.insert("SECRET_ENV".to_string(), s("s3cr3t-value"));
         ConfigResponse {
-            argv: vec!["envcas".into(), "-c".into(), "s3cr3t-arg".into()],
+            argv: vec![s("envcas"), s("-c"), s("s3cr3t-arg")],
             env,
             pwd: Some("/".into()),
             injection_files: vec![InjectionFile {
                 path: "/etc/x".into(),
-                content: b"s3cr3t-file\x00\xff".to_vec(),
+                content: SecretSlice::from(b"s3cr3t-file\x00\xff".to_vec()),
                 mode: 0o640,
             }],
             code_region: Some(CodeRegion {
                 fspf_path: "/fspf/fs.fspf".into(),
-                fspf_key: "ab".repeat(32),
-                fspf_tag: Some("cd".repeat(16)),
+                fspf_key: Key32::from_bytes([0xab; 32]),
+                fspf_tag: Some(Tag([0xcd; 16])),
                 update_policy: UpdatePolicy::RollbackProtectedReinitializable,
             }),
             volumes: vec![VolumeGrant {
                 name: "V1".into(),
                 path: "/V1".into(),
-                key: "ef".repeat(32),
+                key: Key32::from_bytes([0xef; 32]),
                 tag: None,
                 update_policy: UpdatePolicy::RollbackProtected,
             }],
-            instance_token: "tok-s3cr3t".into(),
+            instance_token: s("tok-s3cr3t"),
         }
     }
 
@@ -346,23 +274,30 @@ mod tests {
         assert_eq!(j["injection_files"][0]["content"], "czNjcjN0LWZpbGUA/w==");
         assert_eq!(j["injection_files"][0]["mode"], 0o640);
         assert_eq!(j["volumes"][0]["update_policy"], "rollback_protected");
+        assert_eq!(j["volumes"][0]["key"], "ef".repeat(32));
+        assert_eq!(j["code_region"]["fspf_tag"], "cd".repeat(16));
+        assert_eq!(j["env"]["SECRET_ENV"], "s3cr3t-value");
+        assert_eq!(j["argv"][2], "s3cr3t-arg");
+        assert_eq!(j["instance_token"], "tok-s3cr3t");
         assert_eq!(
             j["code_region"]["update_policy"],
             "rollback_protected_reinitializable"
         );
-        let back: ConfigResponse = serde_json::from_value(j)?;
-        assert_eq!(back, c);
+        let back: ConfigResponse = serde_json::from_value(j.clone())?;
+        assert_eq!(serde_json::to_value(&back)?, j);
+        assert_eq!(back.instance_token.expose_secret(), "tok-s3cr3t");
         Ok(())
     }
 
     #[test]
     fn debug_never_shows_secrets() {
         let dbg = format!("{:?}", config());
-        for secret in ["s3cr3t", &"ab".repeat(32), &"ef".repeat(32)] {
+        for secret in ["s3cr3t", &"ab".repeat(32), &"ef".repeat(32), "czNjcjN0"] {
             assert!(!dbg.contains(secret), "{dbg}");
         }
+        assert!(dbg.contains("SECRET_ENV") && dbg.contains("/V1"), "{dbg}");
         let req = AttestRequest {
-            config_id: "sess/svc@123456".into(),
+            config_id: ConfigId("sess/svc@123456".into()),
             tier: Tier::Sim,
             nonce: Nonce([1; 32]),
             evidence: Evidence::Sim(SimEvidence::new(
@@ -370,28 +305,33 @@ mod tests {
                 Target::Envcas,
                 ReportData([0; 64]),
             )),
-            service_access_token: Some("tok-s3cr3t".into()),
+            service_access_token: Some(s("tok-s3cr3t")),
         };
         let dbg = format!("{req:?}");
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("123456"), "{dbg}");
+        assert!(dbg.contains("sess/svc"), "{dbg}");
         let t = TagUpdateRequest {
-            instance_token: "tok-s3cr3t".into(),
+            instance_token: s("tok-s3cr3t"),
             volume: "V1".into(),
             old_tag: None,
-            new_tag: "00".repeat(16),
+            new_tag: Tag([0; 16]),
         };
         assert!(!format!("{t:?}").contains("s3cr3t"));
         let e = ExitRequest {
-            instance_token: "tok-s3cr3t".into(),
+            instance_token: s("tok-s3cr3t"),
             status: 0,
         };
         assert!(!format!("{e:?}").contains("s3cr3t"));
+        let h = HeartbeatRequest {
+            instance_token: s("tok-s3cr3t"),
+        };
+        assert!(!format!("{h:?}").contains("s3cr3t"));
     }
 
     #[test]
     fn attest_request_roundtrip_and_unknown_fields_refused() -> Result<(), serde_json::Error> {
         let req = AttestRequest {
-            config_id: "s/svc".into(),
+            config_id: ConfigId("s/svc".into()),
             tier: Tier::Sim,
             nonce: Nonce([9; 32]),
             evidence: Evidence::Sim(SimEvidence::new(
@@ -406,9 +346,20 @@ mod tests {
         let mut j = serde_json::to_value(&req)?;
         assert_eq!(j["evidence"]["tier"], "sim");
         assert_eq!(j["evidence"]["target"]["kind"], "program");
-        assert_eq!(serde_json::from_value::<AttestRequest>(j.clone())?, req);
+        assert!(j.get("service_access_token").is_none());
+        let back = serde_json::from_value::<AttestRequest>(j.clone())?;
+        assert_eq!(serde_json::to_value(&back)?, j);
         j["surprise"] = serde_json::json!(1);
         assert!(serde_json::from_value::<AttestRequest>(j).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn malformed_tags_and_keys_are_refused_at_parse() {
+        let bad_tag = serde_json::json!({"instance_token": "t", "volume": "v", "old_tag": null, "new_tag": "xyz"});
+        assert!(serde_json::from_value::<TagUpdateRequest>(bad_tag).is_err());
+        let bad_key = serde_json::json!({"name": "v", "path": "/v", "key": "00", "tag": null, "update_policy": "ephemeral"});
+        let e = serde_json::from_value::<VolumeGrant>(bad_key).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("32-byte key")));
     }
 }

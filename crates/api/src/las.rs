@@ -5,6 +5,11 @@
 use serde::{Deserialize, Serialize};
 use veil_attest::{NodeEvidence, ReportData, Target};
 
+/// Default unix socket path of the LAS (`VEIL_LAS_SOCKET`).
+pub const DEFAULT_SOCKET: &str = "/run/veil/las.sock";
+/// The LAS's public key document on its TCP port.
+pub const NODE_KEY_PATH: &str = "/v1/node-key";
+
 /// Largest message either side accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 

@@ -1,4 +1,5 @@
-//! The launcher's side of the LAS socket.
+//! The launcher's side of the LAS socket (`SOCK_SEQPACKET`, one request and one answer per
+//! connection, the kernel attaches this process's credentials: `SO_PASSCRED`).
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -7,11 +8,32 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAd
 use nix::sys::time::TimeVal;
 use veil_attest::{NodeEvidence, ReportData, Target};
 
-use crate::LasError;
-use crate::wire::{EvidenceRequest, EvidenceResponse, MAX_MESSAGE};
+use veil_api::las::{EvidenceRequest, EvidenceResponse, MAX_MESSAGE};
+
+/// Errors talking to the LAS.
+#[derive(Debug, thiserror::Error)]
+pub enum LasError {
+    /// A socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (names the socket).
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A message was malformed.
+    #[error("malformed LAS message: {0}")]
+    Protocol(String),
+    /// The LAS refused the request.
+    #[error("the LAS refused: {0}")]
+    Refused(String),
+}
 
 fn io(what: String) -> impl FnOnce(nix::Error) -> LasError {
-    move |e| LasError::io(what, std::io::Error::from(e))
+    move |e| LasError::Io {
+        what,
+        source: std::io::Error::from(e),
+    }
 }
 
 /// Whether a LAS socket accepts connections at `socket_path`.

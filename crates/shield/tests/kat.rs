@@ -6,6 +6,8 @@
 //! naming, chunk records, metadata document or slot layout, derived ids or nonces): update
 //! `FORMAT.md` (and its version, if old volumes no longer open) in the same change, never just the
 //! constants.
+// Test code: a failed unwrap is a test failure with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -256,7 +256,7 @@ impl std::fmt::Debug for EcdsaP256Signer {
         write!(
             f,
             "EcdsaP256Signer({})",
-            veil_identity::key_hash(&self.spki)
+            veil_types::key_hash(&self.spki)
         )
     }
 }
@@ -670,7 +670,7 @@ pub fn verify(
         if let Event::CasStarted { public_key, .. } = &signed.event {
             let spki = hex::decode(public_key)
                 .map_err(|_| integrity("cas_started public key is not hex".into()))?;
-            let found = veil_identity::key_hash(&spki);
+            let found = veil_types::key_hash(&spki);
             if found != cas_key_hash {
                 return Err(VerifyError::WrongCas {
                     line: line_no,

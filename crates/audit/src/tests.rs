@@ -15,7 +15,7 @@ fn signer(k: &[u8]) -> Box<dyn AuditSigner> {
 }
 
 fn hash_of(k: &[u8]) -> String {
-    veil_identity::key_hash(EcdsaP256Signer::from_pkcs8(k).unwrap().public_key_spki())
+    veil_types::key_hash(EcdsaP256Signer::from_pkcs8(k).unwrap().public_key_spki())
 }
 
 fn read(e: &str) -> Event {

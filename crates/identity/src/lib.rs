@@ -2,7 +2,7 @@
 //! certificates, and the one **key hash** function every component uses to name a public key.
 //!
 //! A key hash is the lowercase hex of SHA-256 over the DER-encoded SubjectPublicKeyInfo
-//! (design-notes decision 7). It is computed here and nowhere else.
+//! (decision 7). It is computed in `veil-types` and nowhere else; this crate re-exports it.
 //!
 //! Besides the hash this crate provides:
 //! - [`Identity`]: a P-256 key with a self-signed certificate (rcgen), stored as one PEM file
@@ -18,7 +18,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use aws_lc_rs::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -56,49 +55,15 @@ pub enum IdentityError {
     Tls(#[from] rustls::Error),
 }
 
-/// The key hash of a DER-encoded SubjectPublicKeyInfo: lowercase hex of its SHA-256 (64 chars).
-pub fn key_hash(spki_der: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, spki_der))
-}
+pub use veil_types::{
+    cert_der_to_pem, is_key_hash, key_hash, key_hash_of_cert_der, spki_from_cert_der,
+    spki_from_cert_pem,
+};
 
-/// Whether `s` has the form of a veil key hash (64 lowercase hex characters).
-pub fn is_key_hash(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// The DER SubjectPublicKeyInfo of a DER X.509 certificate.
-pub fn spki_from_cert_der(der: &[u8]) -> Result<Vec<u8>, IdentityError> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-        .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
-    Ok(cert.public_key().raw.to_vec())
-}
-
-/// The DER SubjectPublicKeyInfo of the first certificate in a PEM text.
-pub fn spki_from_cert_pem(pem: &str) -> Result<Vec<u8>, IdentityError> {
-    let der = CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| IdentityError::BadCertificate(format!("no PEM certificate found: {e}")))?;
-    spki_from_cert_der(&der)
-}
-
-/// The key hash of a DER certificate's public key.
-pub fn key_hash_of_cert_der(der: &[u8]) -> Result<String, IdentityError> {
-    Ok(key_hash(&spki_from_cert_der(der)?))
-}
-
-/// PEM text of a DER certificate.
-pub fn cert_der_to_pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
+impl From<veil_types::CertError> for IdentityError {
+    fn from(e: veil_types::CertError) -> Self {
+        Self::BadCertificate(e.0)
     }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 /// A key pair with its self-signed certificate. `Debug` never prints the private key.

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use veil_api::nodes::{NODES_PATH, RegisterNode, Registered, Revoked};
 
 use anyhow::{Context, bail};
 use veil_client::{CliConfig, Connection, Method, config_path, encode_path, load_identity};
@@ -77,28 +78,20 @@ pub fn register(a: RegisterNodeArgs) -> anyhow::Result<ExitCode> {
         (None, Some(h)) => veil_cas::workload::nodes::parse_node_key(h).context("--spki-hex")?,
         (None, None) => bail!("give the node key with --node-key-file FILE or --spki-hex HEX"),
     };
-    let body = serde_json::json!({
-        "node_id": a.node_id,
-        "spki_hex": hex_of(&spki),
-        "key_hash": a.key_hash,
-    });
+    let body = RegisterNode {
+        node_id: a.node_id,
+        spki_hex: hex_of(&spki),
+        key_hash: a.key_hash,
+    };
     let rt = runtime()?;
     let v = rt.block_on(async {
         let mut c = connect(a.cas.as_deref()).await?;
         let ans = c
-            .request(
-                Method::POST,
-                veil_cas::workload::NODES_PATH,
-                Some(serde_json::to_vec(&body)?),
-            )
+            .request(Method::POST, NODES_PATH, Some(serde_json::to_vec(&body)?))
             .await?;
-        Ok::<_, anyhow::Error>(ans.json()?)
+        Ok::<_, anyhow::Error>(serde_json::from_value::<Registered>(ans.json()?)?)
     })?;
-    println!(
-        "registered node {} with key hash {}",
-        v["node_id"].as_str().unwrap_or_default(),
-        v["key_hash"].as_str().unwrap_or_default()
-    );
+    println!("registered node {} with key hash {}", v.node_id, v.key_hash);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,15 +100,11 @@ pub fn revoke(a: RevokeNodeArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let v = rt.block_on(async {
         let mut c = connect(a.cas.as_deref()).await?;
-        let path = format!(
-            "{}/{}",
-            veil_cas::workload::NODES_PATH,
-            encode_path(&a.node)
-        );
+        let path = format!("{}/{}", NODES_PATH, encode_path(&a.node));
         let ans = c.request(Method::DELETE, &path, None).await?;
-        Ok::<_, anyhow::Error>(ans.json()?)
+        Ok::<_, anyhow::Error>(serde_json::from_value::<Revoked>(ans.json()?)?)
     })?;
-    println!("revoked node {}", v["node_id"].as_str().unwrap_or_default());
+    println!("revoked node {}", v.node_id);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -157,13 +157,19 @@ impl Identity {
     }
 
     /// Load the identity at `path`, or create a client identity there when the file does not exist.
+    ///
+    /// Concurrent first uses agree on one identity: the new file is published with an exclusive
+    /// create (a hard link that fails if the path exists), and a loser loads the winner's file.
     pub fn load_or_create(path: &Path, common_name: &str) -> Result<Self, IdentityError> {
         if path.exists() {
             return Self::load(path);
         }
         let id = Self::generate(common_name, &[common_name.to_string()])?;
-        id.save(path)?;
-        Ok(id)
+        if create_private_file_exclusive(path, id.to_pem().as_bytes())? {
+            Ok(id)
+        } else {
+            Self::load(path)
+        }
     }
 
     /// The certificate in DER.
@@ -217,6 +223,46 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), IdentityError
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(())
+}
+
+/// Write `bytes` to `path` (mode 0600, fsynced) only if `path` does not exist yet. Returns
+/// whether this call created it; `false` means another writer won and its file stays. The file
+/// appears complete or not at all (written to a unique temporary name, then hard-linked).
+pub fn create_private_file_exclusive(path: &Path, bytes: &[u8]) -> Result<bool, IdentityError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| IdentityError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| IdentityError::Generate("random".into()))?;
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    ));
+    let write = || -> Result<bool, IdentityError> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    };
+    let created = write();
+    let _ = std::fs::remove_file(&tmp);
+    created
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -414,6 +460,28 @@ pub fn client_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home/.veil/identity.pem");
+        let hashes: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Identity::load_or_create(&path, "cli").map(|i| i.key_hash())))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        });
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        assert_eq!(Identity::load(&path).unwrap().key_hash(), hashes[0]);
+        // Only the identity file is left: no temporary files.
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("identity.pem")]);
+        assert!(!create_private_file_exclusive(&path, b"other").unwrap());
+        assert_eq!(Identity::load(&path).unwrap().key_hash(), hashes[0]);
+    }
 
     #[test]
     fn key_hash_is_sha256_hex() {

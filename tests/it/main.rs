@@ -8,6 +8,7 @@
 mod audit;
 mod cas;
 mod coderegion;
+mod deps;
 mod counter;
 mod policy;
 mod rest;

@@ -6,11 +6,11 @@
 //! its issuer or dates, but its key must sign the handshake (checked by
 //! [`veil_identity::AnyClientCert`]); the identity is the key hash of its SPKI.
 
-use veil_api::sessions::{HashResponse, SessionList, SessionResponse};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use veil_api::sessions::{HashResponse, SessionList, SessionResponse};
 
 use axum::Router;
 use axum::body::Body;
@@ -249,11 +249,7 @@ async fn post_session(
     query(&uri, &[])?;
     let text = read_body(&headers, body).await?;
     let hash = st.sessions.upload(&peer, &text).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(HashResponse { hash }),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(HashResponse { hash })).into_response())
 }
 
 /// `GET /v1/sessions/{*name}[?hash=H]` → `{"session", "hash"}`.

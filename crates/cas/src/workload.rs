@@ -37,9 +37,8 @@ use axum::routing::{delete, post};
 use serde::{Deserialize, Serialize};
 use veil_api::workload::{
     ATTEST_PATH, AttestRequest, CodeRegion, ConfigResponse, EXIT_PATH, ExitRequest, ExitResponse,
-    HEARTBEAT_PATH,
-    HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse, TAGS_PATH,
-    TagUpdateRequest, TagUpdateResponse, UpdatePolicy, VolumeGrant,
+    HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, NONCE_PATH, NonceRequest, NonceResponse,
+    TAGS_PATH, TagUpdateRequest, TagUpdateResponse, UpdatePolicy, VolumeGrant,
 };
 use veil_attest::{
     AppraisalError, Collateral, Expected, NonceError, NonceLimits, NonceStore, ReportData,
@@ -53,8 +52,8 @@ use crate::server::{Caller, ConnInfo};
 use crate::sessions::{Loaded, Peer, Sessions};
 use crate::store::{Store, StoreError};
 use nodes::{NODES_TABLE, NodeRecord, REGISTRY_KEY};
-use veil_api::nodes::{NodeInfo, NodeList, RegisterNode, Registered, Revoked};
 use tags::{InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
+use veil_api::nodes::{NodeInfo, NodeList, RegisterNode, Registered, Revoked};
 
 /// Owner-only node registry on the client API.
 pub use veil_api::nodes::NODES_PATH;

@@ -86,14 +86,12 @@ pub fn reference_values(
         for (j, m) in v.mrenclave.iter().enumerate() {
             let field = || format!("{base}.mrenclave[{j}]");
             let text = expand(field, m, values, Context::Config)?;
-            let d: Digest32 = text
-                .parse()
-                .map_err(
-                    |e: veil_types::HexError| BuildError::Invalid {
+            let d: Digest32 =
+                text.parse()
+                    .map_err(|e: veil_types::HexError| BuildError::Invalid {
                         field: field(),
                         msg: e.to_string(),
-                    },
-                )?;
+                    })?;
             set.mrenclave.push(d);
         }
         if let Some(s) = &v.signer {
@@ -426,6 +424,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use veil_secrets::{Kind, SecretMaterial, StoredSecret};
+    use veil_types::ExposeSecret;
 
     fn values() -> SecretValues {
         let mut m = BTreeMap::new();
@@ -472,7 +471,10 @@ mod tests {
         assert_eq!(p.argv, vec!["prog", "--pw", "s3cr3tpw"]);
         assert_eq!(p.env["A"], "000102ff");
         assert_eq!(p.pwd.as_deref(), Some("/w"));
-        assert_eq!(p.injection_files[0].content, b"x\x00\x01\x02\xff");
+        assert_eq!(
+            p.injection_files[0].content.expose_secret(),
+            b"x\x00\x01\x02\xff"
+        );
         assert_eq!(p.injection_files[0].mode, 0o700);
         assert_eq!(p.injection_files[1].mode, 0o640);
         assert_eq!(p.volumes.len(), 2);

@@ -2,6 +2,7 @@
 //! and audit events.
 
 use super::*;
+use veil_api::workload::ConfigId;
 use veil_attest::{Digest32, Evidence, Nonce, SimEvidence, Target, Tier};
 use veil_identity::Identity;
 
@@ -69,12 +70,29 @@ fn sim_request(e: &Env, l: &Launcher, config_id: &str) -> AttestRequest {
     let (nonce, _) = e.w.nonces.issue("127.0.0.1", UnixTime::now()).unwrap();
     let rd = ReportData::bind(&nonce, l.id.spki_der());
     AttestRequest {
-        config_id: config_id.into(),
+        config_id: ConfigId(config_id.into()),
         tier: Tier::Sim,
         nonce,
         evidence: Evidence::Sim(SimEvidence::new(launcher(), target(), rd)),
         service_access_token: None,
     }
+}
+
+/// A copy of `r` (request bodies are not `Clone`: they carry secrets).
+fn dup(r: &AttestRequest) -> AttestRequest {
+    serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap()
+}
+
+fn tag(t: &str) -> Tag {
+    t.parse().unwrap()
+}
+
+fn token(cfg: &ConfigResponse) -> SecretString {
+    SecretString::from(cfg.instance_token.expose_secret().to_string())
+}
+
+fn argv(cfg: &ConfigResponse) -> Vec<&str> {
+    cfg.argv.iter().map(|a| a.expose_secret()).collect()
 }
 
 const DEBUG: &str = "security:\n  attestation:\n    tolerate: [debug-mode]\n";
@@ -162,13 +180,13 @@ async fn sim_needs_the_cas_switch_and_debug_mode() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap();
-    assert_eq!(cfg.argv, vec!["prog", "s3cr3tpw"]);
+    assert_eq!(argv(&cfg), vec!["prog", "s3cr3tpw"]);
     assert_eq!(cfg.volumes.len(), 2);
     assert_eq!(cfg.volumes[0].name, "V1");
     assert_eq!(cfg.volumes[0].tag, None);
-    assert_eq!(cfg.volumes[0].key.len(), 64);
+    assert_ne!(cfg.volumes[0].key.expose(), &[0u8; 32]);
     assert_eq!(cfg.volumes[1].update_policy, UpdatePolicy::Ephemeral);
-    assert_eq!(cfg.instance_token.len(), 64);
+    assert_eq!(cfg.instance_token.expose_secret().len(), 64);
 }
 
 #[tokio::test]
@@ -178,7 +196,7 @@ async fn binding_nonce_and_measurement_are_checked() {
     let l = launcher_conn();
     // Replayed nonce.
     let req = sim_request(&e, &l, "s/app");
-    let again = req.clone();
+    let again = dup(&req);
     let cfg = e.w.attest(&l.peer, req).await.unwrap();
     e.w.exit(&ExitRequest {
         instance_token: cfg.instance_token,
@@ -369,10 +387,10 @@ async fn tags_leases_and_exit() {
         err.msg
     );
     let upd = |old: Option<&str>, new: &str, vol: &str| TagUpdateRequest {
-        instance_token: cfg.instance_token.clone(),
+        instance_token: token(&cfg),
         volume: vol.into(),
-        old_tag: old.map(String::from),
-        new_tag: new.into(),
+        old_tag: old.map(tag),
+        new_tag: tag(new),
     };
     // First use: no tag → A; then A → B; a stale old tag is refused.
     e.w.update_tag(upd(None, TAG_A, "V1")).await.unwrap();
@@ -392,13 +410,6 @@ async fn tags_leases_and_exit() {
         "volume_tag_mismatch"
     );
     assert_eq!(
-        e.w.update_tag(upd(Some(TAG_B), "nothex", "V1"))
-            .await
-            .unwrap_err()
-            .code,
-        "invalid_tag"
-    );
-    assert_eq!(
         e.w.update_tag(upd(None, TAG_A, "V9"))
             .await
             .unwrap_err()
@@ -407,9 +418,11 @@ async fn tags_leases_and_exit() {
     );
     // Ephemeral: accepted and ignored.
     e.w.update_tag(upd(None, TAG_A, "E")).await.unwrap();
-    e.w.heartbeat(&cfg.instance_token).await.unwrap();
+    e.w.heartbeat(cfg.instance_token.expose_secret())
+        .await
+        .unwrap();
     e.w.exit(&ExitRequest {
-        instance_token: cfg.instance_token.clone(),
+        instance_token: token(&cfg),
         status: 0,
     })
     .await
@@ -427,7 +440,7 @@ async fn tags_leases_and_exit() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap();
-    assert_eq!(cfg2.volumes[0].tag.as_deref(), Some(TAG_B));
+    assert_eq!(cfg2.volumes[0].tag, Some(tag(TAG_B)));
     assert_eq!(cfg2.volumes[0].key, key);
     assert_eq!(cfg2.volumes[1].tag, None);
     // Recorded tags survive a session update.
@@ -450,8 +463,8 @@ async fn tags_leases_and_exit() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap();
-    assert_eq!(cfg3.argv[0], "prog2");
-    assert_eq!(cfg3.volumes[0].tag.as_deref(), Some(TAG_B));
+    assert_eq!(argv(&cfg3)[0], "prog2");
+    assert_eq!(cfg3.volumes[0].tag, Some(tag(TAG_B)));
     assert_eq!(cfg3.volumes[0].key, key);
 }
 
@@ -482,7 +495,7 @@ async fn node_tier_uses_registered_keys() {
             .as_ref()
             .to_vec();
         AttestRequest {
-            config_id: "s/app".into(),
+            config_id: ConfigId("s/app".into()),
             tier: Tier::Node,
             nonce,
             evidence: Evidence::Node(veil_attest::NodeEvidence {
@@ -565,17 +578,17 @@ async fn code_region_tags() {
             .unwrap();
     let code = cfg.code_region.clone().unwrap();
     assert_eq!(code.fspf_path, "/fspf/fs.fspf");
-    assert_eq!(code.fspf_key, fspf_key);
-    assert_eq!(code.fspf_tag.as_deref(), Some(TAG_A));
+    assert_eq!(code.fspf_key.to_hex(), fspf_key);
+    assert_eq!(code.fspf_tag, Some(tag(TAG_A)));
     assert_eq!(
         code.update_policy,
         UpdatePolicy::RollbackProtectedReinitializable
     );
     let upd = |old: Option<&str>, new: &str| TagUpdateRequest {
-        instance_token: cfg.instance_token.clone(),
+        instance_token: token(&cfg),
         volume: String::new(),
-        old_tag: old.map(String::from),
-        new_tag: new.into(),
+        old_tag: old.map(tag),
+        new_tag: tag(new),
     };
     // The initial tag is in force until something is recorded.
     assert_eq!(
@@ -588,7 +601,7 @@ async fn code_region_tags() {
     let c = "cccccccccccccccccccccccccccccccc";
     e.w.update_tag(upd(Some(TAG_A), c)).await.unwrap();
     e.w.exit(&ExitRequest {
-        instance_token: cfg.instance_token.clone(),
+        instance_token: token(&cfg),
         status: 0,
     })
     .await
@@ -597,7 +610,7 @@ async fn code_region_tags() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap();
-    assert_eq!(cfg2.code_region.unwrap().fspf_tag.as_deref(), Some(c));
+    assert_eq!(cfg2.code_region.unwrap().fspf_tag, Some(tag(c)));
 }
 
 #[tokio::test]
@@ -621,10 +634,10 @@ async fn audit_events_of_attestation_tags_and_otp_lockout() {
             .await
             .unwrap();
     e.w.update_tag(TagUpdateRequest {
-        instance_token: cfg.instance_token.clone(),
+        instance_token: token(&cfg),
         volume: "V1".into(),
         old_tag: None,
-        new_tag: TAG_A.into(),
+        new_tag: tag(TAG_A),
     })
     .await
     .unwrap();

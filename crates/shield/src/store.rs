@@ -257,3 +257,35 @@ pub fn is_object_name(n: &str) -> bool {
         && n.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injector_tears_the_nth_write_and_fails_everything_after() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(d.path(), true).unwrap_or_else(|_| panic!("lock"));
+        let fault = FaultInjector::fail_at(2);
+        s.set_faults(Some(fault.clone()));
+        let f = s.create_object("0123456789abcdef0123456789abcdef").unwrap();
+        assert!(!fault.tripped());
+        assert!(s.write_at(&f, b"abcdefgh", 0).is_err());
+        assert!(fault.tripped());
+        assert_eq!(fault.ops_seen(), 2);
+        assert_eq!(
+            fs::read(s.path("0123456789abcdef0123456789abcdef")).unwrap(),
+            b"abcd"
+        );
+        assert!(s.sync(&f).is_err());
+        assert!(s.remove("0123456789abcdef0123456789abcdef").is_err());
+        assert_eq!(fault.ops_seen(), 2, "nothing is attempted after the fault");
+        s.set_faults(None);
+        s.remove("0123456789abcdef0123456789abcdef").unwrap();
+        let counter = FaultInjector::fail_at(0);
+        s.set_faults(Some(counter.clone()));
+        // Temp file, write, fsync, rename, directory fsync.
+        s.write_slot(0, b"slot").unwrap();
+        assert_eq!((counter.ops_seen(), counter.tripped()), (5, false));
+    }
+}

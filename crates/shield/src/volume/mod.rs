@@ -188,7 +188,7 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 impl Volume {
-    pub(super) fn now(&self) -> i64 {
+    fn now(&self) -> i64 {
         if self.det { 0 } else { now_ns() }
     }
 
@@ -229,7 +229,7 @@ impl Volume {
         self.meta_dirty || !self.dirty_files.is_empty()
     }
 
-    pub(super) fn writable(&self) -> Result<(), Error> {
+    fn writable(&self) -> Result<(), Error> {
         if self.access == Access::ReadOnly {
             return Err(Error::ReadOnly {
                 volume: self.opts.name.clone(),

@@ -10,6 +10,9 @@
 //! Access: a path/inode API on [`Volume`], staged mode ([`Volume::unpack`], [`Volume::pack_from`]),
 //! FUSE ([`fuse::mount`]) and reproducible read-only code regions ([`build_deterministic`]).
 //! The on-disk format and the threat model are in `FORMAT.md` beside this crate.
+//!
+//! Cargo feature `fault-injection` (off by default, for tests only): `FaultInjector` and
+//! `Volume::set_fault_injector`, which fail the Nth mutating I/O operation of a volume.
 
 mod crypto;
 mod error;

@@ -222,3 +222,34 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_parse_errors_keep_the_shield_message() {
+        let e = Error::from(" zz \n".parse::<Tag>().unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid volume tag \"zz\": expected 32 hex characters"
+        );
+        let t: Tag = "00112233445566778899AABBCCDDEEFF".parse().unwrap();
+        assert_eq!(t.to_string(), "00112233445566778899aabbccddeeff");
+        assert_eq!(format!("{t:?}"), "Tag(00112233445566778899aabbccddeeff)");
+        assert_eq!(t.as_bytes()[15], 0xff);
+        assert!("00112233445566778899aabbccddeeff00".parse::<Tag>().is_err());
+    }
+
+    #[test]
+    fn fuse_errnos() {
+        let nf = Error::NotFound {
+            path: "/V/x".into(),
+            volume: "V".into(),
+        };
+        assert_eq!(nf.errno(), libc::ENOENT);
+        assert_eq!(Error::BadKey.errno(), libc::EIO);
+        let full = Error::io("writing", io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(full.errno(), libc::ENOSPC);
+    }
+}

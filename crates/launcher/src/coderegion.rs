@@ -20,16 +20,18 @@
 //!   give a read-only `/code`, while a region under an existing, non-empty `/srv` only covers the
 //!   paths it defines below it); region files whose parent exists on the host with content are
 //!   bind-mounted one by one. Finally the staging tmpfs is detached, so only the bind mounts keep
-//!   it alive. Mount points created for this are removed again when the program has exited.
+//!   it alive. Mount points created for this are removed again when the program has exited, or
+//!   as soon as a later step fails ([`ExposedRegion`] is a drop guard).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 use veil_api::workload::{CodeRegion, UpdatePolicy};
 use veil_shield::{Access, Expect, Options, Volume, VolumeId, VolumeKey};
 
 use crate::error::{LauncherError, err};
+use crate::exec::namespace::{Undo, staging_tmpfs};
 
 /// The name the code region carries in messages.
 pub const CODE_REGION_NAME: &str = "code-region";
@@ -97,92 +99,43 @@ pub fn open_region(region: &CodeRegion) -> Result<OpenRegion, LauncherError> {
     })
 }
 
-/// The code region's mounts in the private namespace; [`ExposedRegion::cleanup`] undoes them.
+/// The code region's mounts in the private namespace: a drop guard (an [`Undo`]) that unmounts
+/// them and removes the mount points that were created.
 #[derive(Debug, Default)]
 pub struct ExposedRegion {
-    staging: Option<PathBuf>,
-    staging_mounted: bool,
-    mounted: Vec<PathBuf>,
-    created_files: Vec<PathBuf>,
-    created_dirs: Vec<PathBuf>,
+    undo: Undo,
 }
 
 impl ExposedRegion {
     /// The paths bind-mounted read-only, in mount order.
-    pub fn mounts(&self) -> &[PathBuf] {
-        &self.mounted
+    pub fn mounts(&self) -> Vec<&Path> {
+        self.undo.mounts().collect()
     }
 
-    /// Unmount everything and remove the mount points that were created.
-    pub fn cleanup(mut self) {
-        for m in self.mounted.drain(..).rev() {
-            if let Err(e) = nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
-                tracing::warn!("cannot unmount {}: {e}", m.display());
-            }
-        }
-        for f in self.created_files.drain(..).rev() {
-            let _ = std::fs::remove_file(&f);
-        }
-        for d in self.created_dirs.drain(..).rev() {
-            // Only if empty: something else may have been put there meanwhile.
-            let _ = std::fs::remove_dir(&d);
-        }
-        if let Some(s) = self.staging.take() {
-            if self.staging_mounted {
-                let _ = nix::mount::umount2(&s, MntFlags::MNT_DETACH);
-            }
-            let _ = std::fs::remove_dir(&s);
-        }
-    }
+    /// Unmount everything now (the same as dropping it).
+    pub fn cleanup(self) {}
 }
 
 impl OpenRegion {
     /// Unpack (verifying every chunk) onto a launcher-owned tmpfs and bind-mount the region's
-    /// directories read-only at their paths. Call inside the private mount namespace.
+    /// directories read-only at their paths. Call inside the private mount namespace. On an
+    /// error everything placed so far is undone.
     pub fn expose(self) -> Result<ExposedRegion, LauncherError> {
         let outer = format!("Cannot verify the code region {}", self.path);
         let mut ex = ExposedRegion::default();
-        match self.expose_into(&mut ex, &outer) {
-            Ok(()) => Ok(ex),
-            Err(e) => {
-                ex.cleanup();
-                Err(e)
-            }
-        }
-    }
-
-    fn expose_into(&self, ex: &mut ExposedRegion, outer: &str) -> Result<(), LauncherError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let staging =
-            std::env::temp_dir().join(format!("veil-code-{}-{nanos:08x}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&staging)
-            .map_err(|e| err(outer, format!("creating {}: {e}", staging.display())))?;
-        ex.staging = Some(staging.clone());
-        nix::mount::mount(
-            Some("tmpfs"),
-            &staging,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0700"),
-        )
-        .map_err(|e| err(outer, format!("mounting a tmpfs: {e}")))?;
-        ex.staging_mounted = true;
+        let staging = staging_tmpfs("code", &mut ex.undo).map_err(|e| e.context(outer.clone()))?;
         let tree = staging.join("region");
         self.volume
             .unpack(&tree)
-            .map_err(|e| err(outer, e.to_string()))?;
+            .map_err(|e| err(&outer, e.to_string()))?;
         let expose_outer = format!("Cannot expose the code region {}", self.path);
-        place_dir(&tree, Path::new("/"), ex).map_err(|e| e.context(expose_outer.clone()))?;
+        place_dir(&tree, Path::new("/"), &mut ex.undo)
+            .map_err(|e| e.context(expose_outer.clone()))?;
         // Detach the staging tmpfs: the bind mounts keep the region alive.
         nix::mount::umount2(&staging, MntFlags::MNT_DETACH)
             .map_err(|e| err(expose_outer, format!("detaching the staging tmpfs: {e}")))?;
-        ex.staging_mounted = false;
-        Ok(())
+        ex.undo.unmounted(&staging);
+        Ok(ex)
     }
 }
 
@@ -202,7 +155,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, LauncherError> 
 }
 
 /// Expose the entries of the unpacked region directory `src` below the host directory `dst`.
-fn place_dir(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), LauncherError> {
+fn place_dir(src: &Path, dst: &Path, ex: &mut Undo) -> Result<(), LauncherError> {
     for name in sorted_entries(src)? {
         let s = src.join(&name);
         let d = dst.join(&name);
@@ -226,7 +179,7 @@ fn place_dir(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), Launc
                         .mode(0o755)
                         .create(&d)
                         .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
-                    ex.created_dirs.push(d.clone());
+                    ex.created_dir(&d);
                     bind_read_only(&s, &d, ex)?;
                 }
                 Some(m) if m.is_dir() => {
@@ -252,7 +205,7 @@ fn place_dir(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), Launc
                         .mode(0o600)
                         .open(&d)
                         .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
-                    ex.created_files.push(d.clone());
+                    ex.created_file(&d);
                 }
                 Some(m) if m.is_file() => {}
                 Some(_) => {
@@ -273,10 +226,10 @@ fn place_dir(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), Launc
     Ok(())
 }
 
-fn bind_read_only(src: &Path, dst: &Path, ex: &mut ExposedRegion) -> Result<(), LauncherError> {
+fn bind_read_only(src: &Path, dst: &Path, ex: &mut Undo) -> Result<(), LauncherError> {
     nix::mount::mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| err(format!("bind-mounting over {}", dst.display()), e))?;
-    ex.mounted.push(dst.to_path_buf());
+    ex.mounted(dst);
     nix::mount::mount(
         None::<&str>,
         dst,
@@ -299,8 +252,8 @@ mod tests {
     fn region(path: &str, tag: Option<&str>, policy: UpdatePolicy) -> CodeRegion {
         CodeRegion {
             fspf_path: path.into(),
-            fspf_key: "11".repeat(32),
-            fspf_tag: tag.map(str::to_string),
+            fspf_key: veil_types::Key32::from_bytes([0x11; 32]),
+            fspf_tag: tag.map(|t| t.parse().expect("tag")),
             update_policy: policy,
         }
     }
@@ -318,10 +271,11 @@ mod tests {
         assert!(e.to_string().contains("no tag (fspf_tag)"), "{e}");
         let e = open_region(&region(&ps, Some(tag), rp)).expect_err("missing");
         assert!(e.to_string().contains("empty or missing"), "{e}");
-        let mut r = region(&ps, Some(tag), rp);
-        r.fspf_key = "secret-key-material".into();
-        let e = open_region(&r).expect_err("key");
-        assert!(e.to_string().contains("not 64 hex"), "{e}");
+        // A key that is not 64 hex never reaches the launcher: the region does not parse, and
+        // the error does not echo it.
+        let bad = serde_json::json!({"fspf_path": ps, "fspf_key": "secret-key-material",
+            "fspf_tag": tag, "update_policy": "rollback_protected"});
+        let e = serde_json::from_value::<CodeRegion>(bad).expect_err("key");
         assert!(!e.to_string().contains("secret-key-material"), "{e}");
     }
 

@@ -5,8 +5,10 @@
 //! * [`settings`]: `VEIL_*`/`SCONE_*` variables, the CAS key hash (decision 7, 18).
 //! * [`program`]: the measured program (opened once, hashed and executed through one fd).
 //! * [`subst`]: `@@N` and `\@\@NAME` substitution (pure).
-//! * [`cas`]: the TLS client of the workload API (pinned CAS key, ephemeral client key).
-//! * [`exec`]: private mount namespace, injection files, child process, signal forwarding.
+//! * [`cas`]: the workload-API calls over `veil-client` (pinned CAS key, ephemeral client
+//!   key), their errors as SCONE-style chains.
+//! * [`exec`]: the plan, the private mount namespace with injection files (drop guards undo
+//!   what was placed), the child process and signal forwarding.
 //! * [`envcas`]: the envcas configuration and file copies.
 //! * [`coderegion`]: the code region (`fspf_path`, a shield backing store directory): opened
 //!   read-only at the CAS's `fspf_tag`, every chunk verified, and bind-mounted read-only at its
@@ -35,7 +37,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use veil_attest::{Evidence, SimEvidence, Target, Tier, measurement};
-use veil_types::ExposeSecret;
 
 pub use error::LauncherError;
 use error::err;
@@ -209,7 +210,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
             &inv.env,
             cas_target.clone(),
             &config_id,
-            config.instance_token.expose_secret(),
+            &config.instance_token,
         )?)
     };
     let result = run_config(
@@ -222,7 +223,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
     );
     cas::report_exit(
         &cas_target,
-        config.instance_token.expose_secret(),
+        &config.instance_token,
         *result.as_ref().unwrap_or(&1),
     );
     result
@@ -245,7 +246,8 @@ pub fn run_config(
         Some(r) => Some(coderegion::open_region(r).map_err(|e| e.context(START))?),
         None => None,
     };
-    let mut opened = Vec::new();
+    // Each of these is a drop guard: whatever was placed is undone if a later step fails.
+    let mut opened = volumes::OpenVolumes::default();
     if !config.volumes.is_empty() {
         let Some(ctx) = volumes else {
             return Err(LauncherError::new(
@@ -254,7 +256,9 @@ pub fn run_config(
             .context(START));
         };
         for g in &config.volumes {
-            opened.push(volumes::open_volume(ctx, g).map_err(|e| e.context(START))?);
+            opened
+                .0
+                .push(volumes::open_volume(ctx, g).map_err(|e| e.context(START))?);
         }
     }
     exec::enter_private_mount_namespace().map_err(|e| e.context(START))?;
@@ -263,53 +267,33 @@ pub fn run_config(
         Some(r) => r.expose().map_err(|e| e.context(START))?,
         None => coderegion::ExposedRegion::default(),
     };
-    let unmount_all = |opened: Vec<volumes::OpenVolume>, exposed: coderegion::ExposedRegion| {
-        for v in opened.into_iter().rev() {
-            v.unmount();
-        }
-        exposed.cleanup();
-    };
-    for i in 0..opened.len() {
-        let Some(ctx) = volumes else { break };
-        if let Err(e) = opened[i].mount(ctx) {
-            unmount_all(opened, exposed);
-            return Err(e.context(START));
+    if let Some(ctx) = volumes {
+        for v in &mut opened.0 {
+            v.mount(ctx).map_err(|e| e.context(START))?;
         }
     }
-    let placed = match exec::place_files(&plan.files) {
-        Ok(p) => p,
-        Err(e) => {
-            unmount_all(opened, exposed);
-            return Err(e.context(START));
-        }
-    };
+    let placed = exec::place_files(&plan.files).map_err(|e| e.context(START))?;
     let heartbeat = match volumes {
-        Some(ctx) if !opened.is_empty() => match volumes::Heartbeat::start(ctx) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                placed.cleanup();
-                unmount_all(opened, exposed);
-                return Err(e.context(START));
-            }
-        },
+        Some(ctx) if !opened.0.is_empty() => {
+            Some(volumes::Heartbeat::start(ctx).map_err(|e| e.context(START))?)
+        }
         _ => None,
     };
     let result = run_program(&plan, program, envcas_config).map_err(|e| e.context(START));
-    if let Some(h) = heartbeat {
-        h.stop();
-    }
-    placed.cleanup();
+    drop(heartbeat);
+    drop(placed);
     let mut saved = Ok(());
     // Write back only what a program that ran may have changed.
     if let (Some(ctx), Ok(_)) = (volumes, &result) {
-        for v in &mut opened {
+        for v in &mut opened.0 {
             if let Err(e) = v.write_back(ctx) {
                 saved = Err(e);
                 break;
             }
         }
     }
-    unmount_all(opened, exposed);
+    drop(opened);
+    drop(exposed);
     let status = result?;
     saved?;
     Ok(status)

@@ -31,6 +31,8 @@ use nix::mount::{MntFlags, MsFlags};
 use veil_api::workload::{UpdatePolicy, VolumeGrant};
 use veil_shield::{Access, Expect, Options, Tag, TagSink, Volume, VolumeId, VolumeKey};
 
+use veil_types::SecretString;
+
 use crate::cas::{self, CasTarget};
 use crate::error::{LauncherError, err};
 
@@ -74,8 +76,8 @@ pub struct VolumeContext {
     pub cas: CasTarget,
     /// The session name (from the config id).
     pub session: String,
-    /// The instance token authorising tag updates.
-    pub instance_token: String,
+    /// The instance token authorising tag updates (secret: `Debug` is redacted).
+    pub instance_token: SecretString,
 }
 
 impl VolumeContext {
@@ -84,7 +86,7 @@ impl VolumeContext {
         env: &BTreeMap<String, String>,
         cas: CasTarget,
         config_id: &str,
-        instance_token: &str,
+        instance_token: &SecretString,
     ) -> Result<Self, LauncherError> {
         let mode = match env
             .get("VEIL_VOLUME_MODE")
@@ -116,7 +118,7 @@ impl VolumeContext {
             mode,
             cas,
             session: session_of(config_id)?.to_string(),
-            instance_token: instance_token.to_string(),
+            instance_token: instance_token.clone(),
         })
     }
 }
@@ -138,7 +140,7 @@ pub fn session_of(config_id: &str) -> Result<&str, LauncherError> {
 /// Records each commit in the CAS by compare-and-swap from the last recorded tag.
 struct CasSink {
     cas: CasTarget,
-    instance_token: String,
+    instance_token: SecretString,
     volume: String,
     recorded: Option<Tag>,
 }
@@ -350,7 +352,7 @@ impl OpenVolume {
         let Some(vol) = self.volume.take() else {
             return Err(err(outer, "the volume is not open"));
         };
-        let sink = CasSink::new(ctx, &self.grant.name, self.recorded.clone());
+        let sink = CasSink::new(ctx, &self.grant.name, self.recorded);
         // The FUSE threads inherit this mask: forwarded signals must reach the main thread.
         let mut block = nix::sys::signal::SigSet::empty();
         for s in crate::exec::FORWARDED {
@@ -417,14 +419,20 @@ impl OpenVolume {
         let outer = format!("Cannot save volume {}", self.grant.name);
         vol.pack_from(Path::new(&self.grant.path))
             .map_err(shield_err(outer.clone()))?;
-        let mut sink = CasSink::new(ctx, &self.grant.name, self.recorded.clone());
+        let mut sink = CasSink::new(ctx, &self.grant.name, self.recorded);
         let tag = vol.commit_to(&mut sink).map_err(shield_err(outer))?;
         self.recorded = Some(tag);
         Ok(())
     }
 
-    /// Unmount the tmpfs and remove the directories created as its mount point.
-    pub fn unmount(mut self) {
+    /// Unmount the volume now (the same as dropping it).
+    pub fn unmount(self) {}
+}
+
+/// A drop guard: an [`OpenVolume`] unmounts its FUSE mount (which commits and records its
+/// final state) or tmpfs and removes the directories created as its mount point.
+impl Drop for OpenVolume {
+    fn drop(&mut self) {
         if let Some(m) = self.fuse.take()
             && let Err(e) = m.unmount()
         {
@@ -442,10 +450,22 @@ impl OpenVolume {
     }
 }
 
+/// Volumes exposed in the private namespace, a drop guard that unmounts them in reverse order.
+#[derive(Debug, Default)]
+pub struct OpenVolumes(pub Vec<OpenVolume>);
+
+impl Drop for OpenVolumes {
+    fn drop(&mut self) {
+        while let Some(v) = self.0.pop() {
+            drop(v);
+        }
+    }
+}
+
 /// Renews the instance's leases in the background while the program runs.
 pub struct Heartbeat {
     stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Interval between lease renewals (the CAS's lease TTL is 120 s).
@@ -484,13 +504,23 @@ impl Heartbeat {
                 }
             })
             .map_err(|e| err("Cannot start the lease heartbeat", e))?;
-        Ok(Self { stop, thread })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 
-    /// Stop renewing and wait for the thread.
-    pub fn stop(self) {
+    /// Stop renewing and wait for the thread (the same as dropping it).
+    pub fn stop(self) {}
+}
+
+/// A drop guard: the heartbeat thread is stopped and joined.
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
         let _ = self.stop.send(());
-        let _ = self.thread.join();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -517,7 +547,7 @@ mod tests {
                 key_hash: "ab".repeat(32),
             },
             session: "s".into(),
-            instance_token: "t".into(),
+            instance_token: SecretString::from("t".to_string()),
         }
     }
 
@@ -525,8 +555,8 @@ mod tests {
         VolumeGrant {
             name: "V1".into(),
             path: "/V1".into(),
-            key: "11".repeat(32),
-            tag: tag.map(str::to_string),
+            key: veil_types::Key32::from_bytes([0x11; 32]),
+            tag: tag.map(|t| t.parse().expect("tag")),
             update_policy: policy,
         }
     }
@@ -548,10 +578,11 @@ mod tests {
         let e = open_volume(&c, &grant(None, rp)).expect_err("not empty");
         assert!(e.to_string().contains("never wiped"), "{e}");
         assert_eq!(std::fs::read(d.path().join("V1/meta.0")).expect("r"), b"x");
-        // A key that is not 64 hex: refused without echoing it.
-        let mut g = grant(None, rp);
-        g.key = "secret-key-material".into();
-        let e = open_volume(&c, &g).expect_err("key");
+        // A key that is not 64 hex never reaches the launcher: the grant does not parse, and
+        // the error does not echo it.
+        let bad = serde_json::json!({"name": "V1", "path": "/V1", "key": "secret-key-material",
+            "tag": null, "update_policy": "rollback_protected"});
+        let e = serde_json::from_value::<VolumeGrant>(bad).expect_err("key");
         assert!(!e.to_string().contains("secret-key-material"), "{e}");
         // A name that cannot name a directory.
         let mut g = grant(None, rp);
@@ -589,7 +620,8 @@ mod tests {
                 .into_iter()
                 .collect()
         };
-        let c = VolumeContext::from_env(&BTreeMap::new(), cas.clone(), "s/a", "t").expect("ok");
+        let token = SecretString::from("t".to_string());
+        let c = VolumeContext::from_env(&BTreeMap::new(), cas.clone(), "s/a", &token).expect("ok");
         assert_eq!(c.volumes_dir, PathBuf::from(DEFAULT_VOLUMES_DIR));
         let auto = if fuse_usable() {
             VolumeMode::Fuse
@@ -602,9 +634,9 @@ mod tests {
             ("fuse", VolumeMode::Fuse),
             ("auto", auto),
         ] {
-            let c = VolumeContext::from_env(&env(v), cas.clone(), "s/a", "t").expect(v);
+            let c = VolumeContext::from_env(&env(v), cas.clone(), "s/a", &token).expect(v);
             assert_eq!(c.mode, want, "{v}");
         }
-        assert!(VolumeContext::from_env(&env("bogus"), cas, "s/a", "t").is_err());
+        assert!(VolumeContext::from_env(&env("bogus"), cas, "s/a", &token).is_err());
     }
 }

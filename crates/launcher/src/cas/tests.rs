@@ -1,0 +1,232 @@
+//! The launcher's workload-API calls against a real CAS: `veil_cas::start` in this process on
+//! 127.0.0.1 port 0 with a temporary data directory (its own tokio runtime), the session
+//! uploaded and node keys registered by its owner through `veil-client`; for the `node` tier
+//! an in-process LAS on a temporary socket measures this test binary.
+
+use veil_api::nodes::{NODES_PATH, RegisterNode, Registered};
+use veil_attest::{Digest32, SimEvidence, Target};
+use veil_client::Connection;
+use veil_identity::Identity;
+use veil_las::server::{Las, LasConfig};
+use veil_types::ExposeSecret;
+
+use super::*;
+
+/// A CAS running in this process; stopped when dropped.
+struct TestCas {
+    target: CasTarget,
+    running: Option<veil_cas::Running>,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestCas {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = self.rt.block_on(r.stop());
+        }
+    }
+}
+
+/// Start a CAS (`sim` tier allowed), upload `sessions` and register the node keys
+/// `(node id, SPKI DER)` as its owner.
+fn start_cas(sessions: &[String], nodes: &[(&str, &[u8])]) -> TestCas {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Identity::generate("owner", &[]).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let running = rt
+        .block_on(veil_cas::start(veil_cas::ServeOptions {
+            data_dir: dir.path().join("cas"),
+            api_listen: ([127, 0, 0, 1], 0).into(),
+            enclave_listen: ([127, 0, 0, 1], 0).into(),
+            db_key_file: None,
+            owners: vec![owner.key_hash()],
+            alt_names: vec!["localhost".into(), "127.0.0.1".into()],
+            allow_sim: true,
+        }))
+        .unwrap();
+    rt.block_on(async {
+        let api = running.api_addr.to_string();
+        let mut c = Connection::connect("cas", &api, Some(&running.key_hash), Some(&owner))
+            .await
+            .unwrap();
+        for s in sessions {
+            c.upload_session(s).await.unwrap();
+        }
+        for (node_id, spki) in nodes {
+            let r: Registered = c
+                .post_json(
+                    NODES_PATH,
+                    &RegisterNode {
+                        node_id: node_id.to_string(),
+                        spki_hex: spki.iter().map(|b| format!("{b:02x}")).collect(),
+                        key_hash: None,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.node_id, *node_id);
+        }
+    });
+    TestCas {
+        target: CasTarget {
+            addr: running.enclave_addr.to_string(),
+            key_hash: running.key_hash.clone(),
+        },
+        running: Some(running),
+        rt,
+        _dir: dir,
+    }
+}
+
+const DEBUG: &str = "security:\n  attestation:\n    tolerate: [debug-mode]\n";
+
+/// Session `s` with service `svc` expecting `mrenclave`; `security` as given.
+fn session(mrenclave: &Digest32, security: &str) -> String {
+    format!(
+        "name: s\nversion: \"0.3\"\nservices:\n  - name: svc\n    image_name: img\n    mrenclaves: [{mrenclave}]\n    command: prog @@1\n    environment:\n      K: V\n    pwd: /\nimages:\n  - name: img\n    injection_files:\n      - path: /x\n        content: c\n{security}"
+    )
+}
+
+fn target() -> Target {
+    Target::Program {
+        hash: Digest32::of(b"prog"),
+    }
+}
+
+fn sim(rd: ReportData) -> Result<Evidence, LauncherError> {
+    Ok(Evidence::Sim(SimEvidence::new(
+        crate::program::launcher_hash()?,
+        target(),
+        rd,
+    )))
+}
+
+#[test]
+fn attests_and_receives_the_configuration() {
+    let want = crate::program::own_measurement(&target()).unwrap();
+    let cas = start_cas(&[session(&want, DEBUG)], &[]);
+    let cfg = attest(&cas.target, "s/svc", Tier::Sim, None, sim).unwrap();
+    let argv: Vec<&str> = cfg.argv.iter().map(|a| a.expose_secret()).collect();
+    assert_eq!(argv, ["prog", "@@1"]);
+    assert_eq!(cfg.env["K"].expose_secret(), "V");
+    assert_eq!(cfg.injection_files[0].path, "/x");
+    assert_eq!(cfg.injection_files[0].content.expose_secret(), b"c");
+
+    // The instance token authorises the later calls, each on a fresh channel.
+    heartbeat(&cas.target, &cfg.instance_token).unwrap();
+    report_exit(&cas.target, &cfg.instance_token, 0);
+    let e = heartbeat(&cas.target, &SecretString::from("bogus".to_string())).unwrap_err();
+    assert_eq!(
+        e.chain[0], "Failed to renew the volume leases in CAS",
+        "{e:?}"
+    );
+
+    // Evidence bound to another nonce (a replay) is refused with the binding error.
+    let stale = ReportData::bind(&veil_attest::Nonce([1; 32]), b"x");
+    let e = attest(&cas.target, "s/svc", Tier::Sim, None, |_| sim(stale)).unwrap_err();
+    assert_eq!(e.chain[0], "Attestation failed");
+    assert!(e.chain[1].contains("report data mismatch"), "{e:?}");
+}
+
+#[test]
+fn wrong_measurement_gives_the_scone_chain() {
+    let want = Digest32::of(b"expected");
+    let cas = start_cas(&[session(&want, DEBUG)], &[]);
+    let e = attest(&cas.target, "s/svc", Tier::Sim, None, sim).unwrap_err();
+    assert_eq!(e.chain.len(), 2, "{e:?}");
+    assert_eq!(e.chain[0], "Attestation failed");
+    assert!(
+        e.chain[1].starts_with("Unexpected enclave measurement (MRENCLAVE, "),
+        "{e:?}"
+    );
+    assert!(
+        e.chain[1].ends_with(&format!(") - Expected {want}")),
+        "{e:?}"
+    );
+    let text = e.fatal_text();
+    assert!(
+        text.starts_with("[VEIL|FATAL] Could not initialize: Attestation failed\n  Caused by: Unexpected enclave measurement"),
+        "{text}"
+    );
+}
+
+#[test]
+fn refuses_a_cas_with_another_key() {
+    let cas = start_cas(&[], &[]);
+    let t = CasTarget {
+        addr: cas.target.addr.clone(),
+        key_hash: "0".repeat(64),
+    };
+    let e = attest(&t, "s/svc", Tier::Sim, None, sim).unwrap_err();
+    assert_eq!(e.chain[0], CHANNEL);
+    assert!(e.chain[1].contains("differs from the pinned one"), "{e:?}");
+    // A tag update names the volume above the channel error.
+    let e = update_tag(
+        &t,
+        &SecretString::from("t".to_string()),
+        "V1",
+        None,
+        Tag([1; 16]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.chain[..2],
+        [
+            "Failed to record the tag of volume V1 in CAS".to_string(),
+            CHANNEL.to_string()
+        ]
+    );
+}
+
+fn start_las(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let socket = dir.join("las.sock");
+    let las = Las::bind(&LasConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        socket: socket.clone(),
+        data_dir: dir.join("data"),
+        node_id: "n1".into(),
+    })
+    .unwrap();
+    let key = veil_las::key::NodeKey::load_or_create(&dir.join("data")).unwrap();
+    std::thread::spawn(move || las.run());
+    (socket, key.spki_der().to_vec())
+}
+
+#[test]
+fn node_tier_registered_key_works_unregistered_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (socket, spki) = start_las(d.path());
+    let want = crate::program::own_measurement(&target()).unwrap();
+    let evidence = |rd| {
+        veil_client::las::request_evidence(&socket, rd, target())
+            .map(Evidence::Node)
+            .map_err(|e| LauncherError::new(e.to_string()))
+    };
+    // The `node` tier needs no debug-mode tolerance.
+    let cas = start_cas(&[session(&want, "")], &[("n1", &spki)]);
+    let cfg = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap();
+    assert_eq!(cfg.argv[0].expose_secret(), "prog");
+
+    let other = tempfile::tempdir().unwrap();
+    let other_key = veil_las::key::NodeKey::load_or_create(other.path()).unwrap();
+    let cas = start_cas(&[session(&want, "")], &[("n1", other_key.spki_der())]);
+    let e = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap_err();
+    assert_eq!(e.chain[0], "Attestation failed");
+    assert!(
+        e.chain[1].contains("is not registered with this CAS"),
+        "{e:?}"
+    );
+
+    // The node tier also matches measurements: a wrong mrenclave is refused.
+    let cas = start_cas(&[session(&Digest32::of(b"other"), "")], &[("n1", &spki)]);
+    let e = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap_err();
+    assert!(
+        e.chain[1].starts_with("Unexpected enclave measurement (MRENCLAVE, "),
+        "{e:?}"
+    );
+}

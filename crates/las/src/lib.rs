@@ -11,8 +11,10 @@
 //! * TCP (default `0.0.0.0:18766`) serves only `GET /healthz` and `GET /v1/node-key`.
 //!
 //! Modules: [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
-//! [`server`] (both listeners). The socket messages are in `veil_api::las`, the launcher's side
-//! of the socket in `veil_client::las`: the launcher links no LAS server code.
+//! [`server`] (both listeners, and [`server::parse_request`], the one parser of a socket
+//! message). This crate is the server only: the socket messages are in `veil_api::las`, the
+//! client side of the socket (the launcher's) in `veil_client::las`, so the launcher links no
+//! LAS server code.
 
 #![deny(missing_docs)]
 
@@ -53,12 +55,9 @@ pub enum LasError {
         /// Why.
         reason: String,
     },
-    /// A message was malformed.
+    /// A request was malformed.
     #[error("malformed LAS message: {0}")]
     Protocol(String),
-    /// The LAS refused the request.
-    #[error("the LAS refused: {0}")]
-    Refused(String),
 }
 
 impl LasError {

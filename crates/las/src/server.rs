@@ -248,9 +248,18 @@ fn recv_with_pid(conn: &OwnedFd) -> Result<(Vec<u8>, i32), LasError> {
     Ok((buf, pid))
 }
 
+/// Parse one evidence request as it arrived on the socket (at most [`MAX_MESSAGE`] bytes of
+/// JSON). Never panics, whatever the bytes; exposed for the fuzz target.
+#[doc(hidden)]
+pub fn parse_request(body: &[u8]) -> Result<EvidenceRequest, LasError> {
+    if body.len() > MAX_MESSAGE {
+        return Err(LasError::Protocol("request too large".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| LasError::Protocol(e.to_string()))
+}
+
 fn evidence_for(shared: &Shared, body: &[u8], pid: i32) -> Result<NodeEvidence, LasError> {
-    let req: EvidenceRequest =
-        serde_json::from_slice(body).map_err(|e| LasError::Protocol(e.to_string()))?;
+    let req = parse_request(body)?;
     if pid <= 0 {
         return Err(LasError::Protocol(format!("invalid sender pid {pid}")));
     }
@@ -302,5 +311,45 @@ fn handle(conn: &OwnedFd, shared: &Shared) {
             }
         }
         Err(e) => tracing::error!("could not encode an answer: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use veil_attest::{Digest32, ReportData, Target};
+
+    #[test]
+    fn parse_request_takes_the_binding_and_target_only() {
+        let req = EvidenceRequest {
+            report_data: ReportData([7; 64]),
+            target: Target::Program {
+                hash: Digest32::of(b"p"),
+            },
+        };
+        let mut v = serde_json::to_value(&req).unwrap();
+        assert_eq!(parse_request(v.to_string().as_bytes()).unwrap(), req);
+        // A claimed pid or executable is no part of the request: ignored.
+        v["pid"] = serde_json::json!(1);
+        v["exe"] = serde_json::json!("/bin/true");
+        assert_eq!(parse_request(v.to_string().as_bytes()).unwrap(), req);
+        for bad in [&b"not json"[..], b"{}", b"", b"{\"report_data\": 1}"] {
+            assert!(matches!(parse_request(bad), Err(LasError::Protocol(_))));
+        }
+        let big = vec![b' '; MAX_MESSAGE + 1];
+        assert!(
+            parse_request(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_request_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_request(&bytes);
+        }
     }
 }

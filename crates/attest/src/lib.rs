@@ -7,6 +7,8 @@
 //! * [`binding`]: report data = `SHA-256(nonce ‖ client SPKI DER) ‖ 0^32` (decision 10).
 //! * [`nonce`]: single-use nonces with a TTL ≤ 60 s and per-peer limits.
 //! * [`evidence`]: [`Tier`]s `sim` (self-reported) and `node` (signed by a LAS).
+//! * [`hw`]: SGX DCAP, TDX and SEV-SNP evidence verified offline against vendor collateral at
+//!   a given time ([`hw::verify`]).
 //! * [`appraise()`]: pure appraisal behind the [`Verifier`] trait (one per tier, hardware tiers
 //!   plug in later), matching of attestation factors with SCONE-style failure chains, and the
 //!   tier decision [`tier_accepted`] (decision 1).
@@ -18,6 +20,7 @@ mod b64;
 pub mod binding;
 pub mod evidence;
 pub mod hash;
+pub mod hw;
 pub mod measure;
 pub mod nonce;
 pub mod reference;

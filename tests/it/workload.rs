@@ -5,12 +5,13 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 
 use veil_api::workload::{
-    ATTEST_PATH, AttestRequest, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH, NonceResponse,
-    TAGS_PATH, TagUpdateRequest,
+    ATTEST_PATH, AttestRequest, ConfigId, ConfigResponse, EXIT_PATH, ExitRequest, NONCE_PATH,
+    NonceResponse, TAGS_PATH, TagUpdateRequest,
 };
 use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
 use veil_client::{Connection, Method};
 use veil_identity::Identity;
+use veil_types::{ExposeSecret, SecretString, Tag};
 
 use crate::support::{
     CasProcess, assert_success, create_session, launcher_command, pin_cas_as, veil,
@@ -65,7 +66,7 @@ impl Conn {
         let spki = bind_to.unwrap_or(&self.id).spki_der().to_vec();
         let rd = ReportData::bind(&n.nonce, &spki);
         AttestRequest {
-            config_id: config_id.into(),
+            config_id: ConfigId(config_id.to_string()),
             tier: Tier::Sim,
             nonce: n.nonce,
             evidence: Evidence::Sim(SimEvidence::new(launcher(), target(program), rd)),
@@ -74,7 +75,7 @@ impl Conn {
     }
 
     /// Reports the program's exit (status 0) for `instance_token`; the HTTP status.
-    async fn exit(&mut self, instance_token: String) -> u16 {
+    async fn exit(&mut self, instance_token: SecretString) -> u16 {
         let req = ExitRequest {
             instance_token,
             status: 0,
@@ -175,19 +176,21 @@ async fn sim_tier_needs_allow_sim_and_debug_mode() {
     // Both: the configuration arrives, placeholders expanded.
     let req = c.sim_request("d/app", b"program", None).await;
     let cfg = c.attest(&req).await.unwrap();
-    assert_eq!(cfg.argv[..2], ["prog".to_string(), "--secret".to_string()]);
-    let secret = cfg.argv[2].clone();
+    let argv: Vec<&str> = cfg.argv.iter().map(|a| a.expose_secret()).collect();
+    assert_eq!(argv[..2], ["prog", "--secret"]);
+    let secret = argv[2].to_string();
     assert_eq!(secret.len(), 32);
-    assert_eq!(cfg.env["SECRET_ENV"], secret);
+    assert_eq!(cfg.env["SECRET_ENV"].expose_secret(), secret);
     assert_eq!(cfg.pwd.as_deref(), Some("/"));
     assert_eq!(cfg.injection_files[0].path, "/etc/app.conf");
     assert_eq!(
-        cfg.injection_files[0].content,
+        cfg.injection_files[0].content.expose_secret(),
         format!("pw={secret}").as_bytes()
     );
     assert_eq!(cfg.injection_files[0].mode, 0o700);
     assert_eq!(cfg.volumes[0].name, "V1");
-    assert_eq!(cfg.volumes[0].key.len(), 64);
+    let key_hex = cfg.volumes[0].key.to_hex();
+    assert_eq!(key_hex.len(), 64);
     assert_eq!(cfg.volumes[0].tag, None);
     // The generated secret is never shown to session clients.
     let mut owner = Connection::connect("cas", &s.cas.api, Some(&s.cas.key_hash), Some(&s.owner))
@@ -195,7 +198,7 @@ async fn sim_tier_needs_allow_sim_and_debug_mode() {
         .unwrap();
     let (yaml, _) = owner.read_session("d", None).await.unwrap();
     assert!(!yaml.contains(&secret));
-    assert!(!yaml.contains(&cfg.volumes[0].key));
+    assert!(!yaml.contains(&key_hex));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,8 +327,8 @@ async fn volume_tags_and_leases() {
     let tag = |old: Option<&str>, new: &str| TagUpdateRequest {
         instance_token: cfg.instance_token.clone(),
         volume: "V1".into(),
-        old_tag: old.map(String::from),
-        new_tag: new.into(),
+        old_tag: old.map(|t| t.parse::<Tag>().unwrap()),
+        new_tag: new.parse().unwrap(),
     };
     // First use: no tag → A; A → B; stale old tags refused.
     let (st, v) = c.post(TAGS_PATH, j!(tag(None, A))).await;
@@ -338,7 +341,7 @@ async fn volume_tags_and_leases() {
     assert_eq!((st, v["code"].as_str()), (409, Some("volume_tag_mismatch")));
     // A forged instance token is refused.
     let mut forged = tag(Some(B), A);
-    forged.instance_token = "00".repeat(32);
+    forged.instance_token = SecretString::from("00".repeat(32));
     let (st, v) = c.post(TAGS_PATH, j!(forged)).await;
     assert_eq!((st, v["code"].as_str()), (403, Some("instance_unknown")));
 
@@ -347,7 +350,7 @@ async fn volume_tags_and_leases() {
     assert_eq!(st, 200);
     let req = c2.sim_request("s/app", b"program", None).await;
     let cfg2 = c2.attest(&req).await.unwrap();
-    assert_eq!(cfg2.volumes[0].tag.as_deref(), Some(B));
+    assert_eq!(cfg2.volumes[0].tag, Some(B.parse().unwrap()));
     assert_eq!(cfg2.volumes[0].key, key);
 
     // Recorded tags and keys survive a CAS restart (leases and instance tokens do not).
@@ -358,7 +361,7 @@ async fn volume_tags_and_leases() {
     let mut c = Conn::open(&cas).await;
     let req = c.sim_request("s/app", b"program", None).await;
     let cfg3 = c.attest(&req).await.unwrap();
-    assert_eq!(cfg3.volumes[0].tag.as_deref(), Some(B));
+    assert_eq!(cfg3.volumes[0].tag, Some(B.parse().unwrap()));
     assert_eq!(cfg3.volumes[0].key, key);
     let mut old = tag(Some(B), A);
     old.instance_token = cfg2.instance_token;
@@ -389,7 +392,7 @@ fn node_request(
     };
     let signature = key.sign(&claims.signed_bytes()).unwrap();
     AttestRequest {
-        config_id: "s/app".into(),
+        config_id: ConfigId("s/app".into()),
         tier: Tier::Node,
         nonce: n.nonce,
         evidence: Evidence::Node(veil_attest::NodeEvidence {

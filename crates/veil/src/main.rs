@@ -45,6 +45,9 @@ enum Cmd {
     Run(cmd::run::RunArgs),
     /// Attest, then run a native program with the CAS's arguments, environment and files.
     Envcas(cmd::run::EnvcasArgs),
+    /// Verify recorded SGX/TDX/SEV-SNP evidence offline against vendor collateral.
+    #[command(subcommand)]
+    Evidence(cmd::evidence::EvidenceCmd),
     /// Compute a measurement offline.
     Measure(cmd::run::MeasureArgs),
     /// Benchmarks that compare veil with a baseline on this machine.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Envcas(a) => cmd::run::envcas(a),
         Cmd::Measure(a) => cmd::run::measure(a),
+        Cmd::Evidence(c) => cmd::evidence::run(c),
         Cmd::Bench(c) => cmd::bench::run(c),
     };
     match result {

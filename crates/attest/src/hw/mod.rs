@@ -333,6 +333,26 @@ pub fn inspect(evidence: &[u8]) -> Result<Unverified, HwError> {
     Ok(Unverified(claims))
 }
 
+/// Parse an RFC 3339 time (`2025-06-25T00:00:00Z`) into a [`UnixTime`]; `None` if it does not
+/// parse or is before the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<UnixTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms).ok().map(UnixTime)
+}
+
+/// Format a [`UnixTime`] as RFC 3339 (UTC).
+pub fn format_rfc3339(at: UnixTime) -> String {
+    i128::from(at.0)
+        .checked_mul(1_000_000)
+        .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{} ms after the epoch", at.0))
+}
+
 /// Serialise byte arrays as lowercase hex.
 pub(crate) mod hex_bytes {
     use serde::Serializer;

@@ -30,9 +30,17 @@ struct Row {
 }
 
 fn rfc3339(s: &str) -> UnixTime {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("bad time {s}: {e}"));
-    UnixTime(u64::try_from(t.unix_timestamp()).unwrap() * 1000)
+    parse_rfc3339(s).unwrap_or_else(|| panic!("bad time {s}"))
+}
+
+#[test]
+fn rfc3339_round_trips() {
+    let t = rfc3339("2023-07-01T01:00:00Z");
+    assert_eq!(t, UnixTime(1_688_173_200_000));
+    assert_eq!(format_rfc3339(t), "2023-07-01T01:00:00Z");
+    assert_eq!(parse_rfc3339("2023-07-01T03:00:00+02:00"), Some(t));
+    assert_eq!(parse_rfc3339("2023-07-01"), None);
+    assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
 }
 
 fn manifest() -> Vec<Row> {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod cas;
 pub mod cas_node;
+pub mod evidence;
 pub mod identity;
 pub mod las;
 pub mod otp;

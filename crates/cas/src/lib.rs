@@ -7,9 +7,11 @@
 //! - [`store`]: the sealed (AES-256-GCM) redb store with group commit and a monotonic counter.
 //! - [`sessions`]: create / update / read / list and access-policy evaluation.
 //! - [`server`]: the TLS accept loop (client certificate optional at the handshake, enforced per
-//!   route by [`server::Caller`]), the client API router (port 8081) and the enclave router
+//!   route by [`server::Caller`] and [`server::Owner`]), the client API router (port 8081) and the enclave router
 //!   (port 18765).
-//! - [`error`]: the single mapping of errors to HTTP status + `{"code","msg"}`.
+//! - [`error`]: the single mapping of errors of both ports to HTTP status + `{"code","msg"}`.
+//! - [`routing`]: the route tables both routers and the OpenAPI test are built from.
+//! - [`workload`]: the workload API (port 18765), volume tags and leases, the node registry.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`config`]: the `cas.toml` file.
 //! - [`audit`]: the signed, hash-chained audit log and the DB-rollback check against it.
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod routing;
 pub mod server;
 pub mod sessions;
 pub mod store;

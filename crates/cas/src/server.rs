@@ -14,12 +14,11 @@ use veil_api::sessions::{HashResponse, SessionList, SessionResponse};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, Path, Request, State};
+use axum::extract::{FromRef, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -27,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::CasError;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::routing::{Outer, RouteDef, Verb};
 use crate::sessions::{Peer, Sessions};
 
 /// Largest accepted request body (the policy document limit).
@@ -62,6 +62,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The owner key hashes (decision 12), as router state for [`Owner`].
+#[derive(Debug, Clone)]
+pub struct OwnerKeys(pub Arc<Vec<String>>);
+
+impl FromRef<AppState> for OwnerKeys {
+    fn from_ref(st: &AppState) -> Self {
+        Self(st.owners.clone())
+    }
+}
+
+/// Extractor for owner-only routes: like [`Caller`] (401 without a certificate), and 403
+/// `owner_required` unless the certificate's key hash is an owner's; everyone is refused when
+/// the CAS has no owner. The refusal's outer message is the route's [`Outer`].
+#[derive(Debug, Clone)]
+pub struct Owner(pub Arc<Peer>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Owner
+where
+    OwnerKeys: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(peer) = Caller::from_request_parts(parts, state).await?;
+        let OwnerKeys(owners) = OwnerKeys::from_ref(state);
+        let outer = parts
+            .extensions
+            .get::<Outer>()
+            .map_or("Access denied", |o| o.0);
+        if owners.is_empty() {
+            return Err(ApiError::OwnerRequired {
+                outer,
+                no_owner: true,
+            });
+        }
+        if !owners.iter().any(|o| o == &peer.key_hash) {
+            return Err(ApiError::OwnerRequired {
+                outer,
+                no_owner: false,
+            });
+        }
+        Ok(Owner(peer))
+    }
+}
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -77,29 +122,51 @@ pub struct AppState {
     pub workload: Arc<crate::workload::Workload>,
 }
 
-/// The client API router (port 8081).
-pub fn api_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/session", post(post_session))
-        .route("/v1/sessions", post(post_session).get(list_sessions))
-        .route("/v1/sessions/{*name}", get(get_session))
-        .route("/v1/values/{*spec}", get(get_values))
-        .merge(crate::workload::owner_routes(state.workload.clone()))
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+impl FromRef<AppState> for Arc<crate::workload::Workload> {
+    fn from_ref(st: &AppState) -> Self {
+        st.workload.clone()
+    }
 }
 
-/// The enclave (workload) API router (port 18765). The workload API of the attestation issue
-/// adds its routes here.
+/// The routes of the client API (port 8081): sessions, values, the owner-only node registry.
+pub fn api_routes() -> Vec<RouteDef> {
+    let mut routes = vec![
+        RouteDef::new(Verb::Get, "/healthz", healthz),
+        RouteDef::new(Verb::Get, "/openapi.json", openapi),
+        RouteDef::new(Verb::Get, "/metrics", metrics),
+        RouteDef::new(Verb::Post, "/session", post_session),
+        RouteDef::new(Verb::Post, "/v1/sessions", post_session),
+        RouteDef::new(Verb::Get, "/v1/sessions", list_sessions),
+        RouteDef::new(Verb::Get, "/v1/sessions/{*name}", get_session),
+        RouteDef::new(Verb::Get, "/v1/values/{*spec}", get_values).documented_as(&[
+            "/v1/values/session={name}",
+            "/v1/values/session={name},secret={secret}",
+        ]),
+    ];
+    routes.extend(crate::workload::routes::owner_routes());
+    routes
+}
+
+/// The routes of the enclave (workload) API (port 18765).
+pub fn enclave_routes() -> Vec<RouteDef> {
+    let mut routes = vec![RouteDef::new(Verb::Get, "/healthz", healthz)];
+    routes.extend(crate::workload::routes::enclave_routes());
+    routes
+}
+
+/// The client API router (port 8081), built from [`api_routes`].
+pub fn api_router(state: AppState) -> Router {
+    finish(crate::routing::router(api_routes()), state)
+}
+
+/// The enclave (workload) API router (port 18765), built from [`enclave_routes`].
 pub fn enclave_router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(crate::workload::enclave_routes(state.workload.clone()))
+    finish(crate::routing::router(enclave_routes()), state)
+}
+
+/// Fallbacks, the observing middleware and the state, common to both routers.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -222,11 +289,11 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<String, ApiError> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::BodyTooLarge(MAX_BODY));
+        return Err(ApiError::body_too_large(MAX_BODY));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
-        .map_err(|_| ApiError::BodyTooLarge(MAX_BODY))?;
+        .map_err(|_| ApiError::body_too_large(MAX_BODY))?;
     String::from_utf8(bytes.to_vec()).map_err(|e| {
         ApiError::BadRequest(
             "invalid_utf8",
@@ -466,11 +533,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
     let store = crate::store::Store::open(&db_path, &db_key)?;
     let audit = crate::audit::Audit::open(&opts.data_dir, &identity, store.counter())?;
     store.set_audit(Arc::new(audit));
-    let workload = crate::workload::Workload::new(
-        store.clone(),
-        opts.allow_sim,
-        Arc::new(opts.owners.clone()),
-    )?;
+    let workload = crate::workload::Workload::new(store.clone(), opts.allow_sim)?;
     let state = AppState {
         sessions: Sessions::new(store.clone()),
         metrics: Arc::default(),
@@ -530,7 +593,199 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
 
 #[cfg(test)]
 mod tests {
+    //! Query and name checks, the route tables against the OpenAPI document, and the
+    //! [`Caller`]/[`Owner`] extractors through the real routers.
+
+    use std::collections::BTreeSet;
+
+    use veil_api::ErrorBody;
+    use veil_identity::Identity;
+
     use super::*;
+
+    /// Every (method, path) the two routers serve is documented in `/openapi.json`, and
+    /// every documented operation is served. The routers are built from the same tables.
+    #[test]
+    fn openapi_documents_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI_JSON).unwrap();
+        let served: BTreeSet<(String, String)> = api_routes()
+            .iter()
+            .chain(enclave_routes().iter())
+            .flat_map(|r| {
+                r.openapi_paths()
+                    .into_iter()
+                    .map(|p| (r.verb.openapi_key().to_string(), p))
+            })
+            .collect();
+        let methods = [
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ];
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|m| methods.contains(&m.as_str()))
+                    .map(|m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not documented: {undocumented:?}; documented but not served: {unserved:?}"
+        );
+        // The workload and node routes are among them.
+        for p in [
+            veil_api::workload::NONCE_PATH,
+            veil_api::workload::ATTEST_PATH,
+            veil_api::nodes::NODES_PATH,
+        ] {
+            assert!(served.contains(&("post".into(), p.into())), "{p}");
+        }
+    }
+
+    fn state(dir: &std::path::Path, owners: Vec<String>) -> AppState {
+        let store = crate::store::Store::open(&dir.join("cas.redb"), &[1u8; 32]).unwrap();
+        AppState {
+            sessions: Sessions::new(store.clone()),
+            metrics: Arc::default(),
+            key_hash: String::new(),
+            owners: Arc::new(owners),
+            workload: crate::workload::Workload::new(store, false).unwrap(),
+        }
+    }
+
+    /// `method path` with `body`, on a connection with `id`'s certificate (if any).
+    async fn call(
+        router: &Router,
+        method: &str,
+        path: &str,
+        id: Option<&Identity>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        use tower::ServiceExt as _;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut().insert(ConnInfo {
+            peer: id.map(|i| Arc::new(Peer::from_der(i.cert_der()).unwrap())),
+            remote: "127.0.0.1:1".parse().unwrap(),
+        });
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn error(v: serde_json::Value) -> ErrorBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn owner_routes_need_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = Identity::generate("owner", &[]).unwrap();
+        let stranger = Identity::generate("stranger", &[]).unwrap();
+        let router = api_router(state(dir.path(), vec![owner.key_hash()]));
+        // No certificate: 401, as for any Caller route.
+        let (st, v) = call(&router, "GET", "/v1/nodes", None, "").await;
+        assert_eq!(
+            (st, error(v).code.as_str()),
+            (401, "client_certificate_required")
+        );
+        // Not the owner: 403 with the route's own outer message.
+        for (method, path, outer) in [
+            ("GET", "/v1/nodes", "Cannot list the node keys"),
+            ("POST", "/v1/nodes", "Cannot register the node key"),
+            ("DELETE", "/v1/nodes/abc", "Cannot revoke the node key"),
+        ] {
+            let (st, v) = call(&router, method, path, Some(&stranger), "{}").await;
+            let e = error(v);
+            assert_eq!(
+                (st, e.code.as_str()),
+                (403, "owner_required"),
+                "{method} {path}"
+            );
+            assert_eq!(e.msg, [outer, "Only the CAS owner may do this"]);
+        }
+        // The owner passes the extractor and reaches the handler.
+        let (st, v) = call(&router, "GET", "/v1/nodes", Some(&owner), "").await;
+        assert_eq!((st, v), (200, serde_json::json!({"nodes": []})));
+        let (st, v) = call(&router, "DELETE", "/v1/nodes/abc", Some(&owner), "").await;
+        assert_eq!((st, error(v).code.as_str()), (404, "node_not_found"));
+        let (st, v) = call(&router, "POST", "/v1/nodes", Some(&owner), "{\"x\": 1}").await;
+        let e = error(v);
+        assert_eq!((st, e.code.as_str()), (400, "invalid_request"));
+        assert_eq!(e.msg[0], "Cannot register the node key");
+        // Without a configured owner everyone is refused, the owner-to-be too.
+        let dir = tempfile::tempdir().unwrap();
+        let router = api_router(state(dir.path(), vec![]));
+        let (st, v) = call(&router, "GET", "/v1/nodes", Some(&owner), "").await;
+        let e = error(v);
+        assert_eq!((st, e.code.as_str()), (403, "owner_required"));
+        assert!(
+            e.msg[1].starts_with("Owner-only operations are disabled"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn workload_bodies_are_parsed_at_the_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = enclave_router(state(dir.path(), vec![]));
+        let launcher = Identity::generate("launcher", &[]).unwrap();
+        let (st, v) = call(&router, "POST", "/v1/workload/nonce", None, "").await;
+        assert_eq!(
+            (st, error(v).code.as_str()),
+            (401, "client_certificate_required")
+        );
+        let (st, v) = call(&router, "POST", "/v1/workload/nonce", Some(&launcher), "").await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["nonce"].as_str().map(str::len), Some(64));
+        // A malformed tag is refused when the body is read.
+        let body = serde_json::json!({
+            "instance_token": "t", "volume": "V1", "old_tag": null, "new_tag": "nothex"
+        });
+        let (st, v) = call(
+            &router,
+            "POST",
+            "/v1/workload/tags",
+            Some(&launcher),
+            &body.to_string(),
+        )
+        .await;
+        let e = error(v);
+        assert_eq!((st, e.code.as_str()), (400, "invalid_request"));
+        assert_eq!(e.msg[0], "Cannot update a volume tag");
+        // A well-formed update with an unknown token.
+        let body = serde_json::json!({
+            "instance_token": "t", "volume": "V1", "old_tag": null, "new_tag": "a".repeat(32)
+        });
+        let (st, v) = call(
+            &router,
+            "POST",
+            "/v1/workload/tags",
+            Some(&launcher),
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!((st, error(v).code.as_str()), (403, "instance_unknown"));
+        let big = "x".repeat(crate::workload::MAX_WORKLOAD_BODY + 1);
+        let (st, v) = call(&router, "POST", "/v1/workload/exit", Some(&launcher), &big).await;
+        let e = error(v);
+        assert_eq!((st, e.code.as_str()), (413, "body_too_large"));
+        assert_eq!(e.msg[0], "Cannot report the exit");
+        let (st, v) = call(&router, "GET", "/v1/workload/exit", Some(&launcher), "").await;
+        assert_eq!((st, error(v).code.as_str()), (405, "method_not_allowed"));
+    }
 
     #[test]
     fn values_spec_and_names() {

@@ -1,0 +1,307 @@
+//! Running instances and their leases, in memory: the state an attestation creates
+//! ([`Running`]), the guard that undoes it when the attestation does not complete
+//! ([`LeaseGuard`]), and the operations of a running instance: tag updates, heartbeats and
+//! the exit report.
+//!
+//! Tag updates and lease changes are serialized by the one async mutex around [`Running`],
+//! held across the durable compare-and-swap, so a lease check cannot go stale before the
+//! write. After a CAS restart every lease is free and old instance tokens are unknown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use veil_api::workload::{
+    ExitRequest, HeartbeatResponse, TagUpdateRequest, TagUpdateResponse, UpdatePolicy,
+};
+use veil_types::ExposeSecret;
+
+use super::tags::{self, InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
+use super::{Workload, blocking, instance_id, now_ms};
+use crate::error::ApiError;
+
+/// A volume (or the code region) of a running instance.
+#[derive(Debug, Clone)]
+pub(super) struct VolState {
+    pub(super) policy: UpdatePolicy,
+    pub(super) key_fp: String,
+    pub(super) initial_tag: Option<String>,
+    pub(super) table_key: Vec<u8>,
+}
+
+/// An attested, running instance.
+#[derive(Debug)]
+pub(super) struct Instance {
+    pub(super) session: String,
+    pub(super) volumes: BTreeMap<String, VolState>,
+    pub(super) code: Option<VolState>,
+    pub(super) last_seen: u64,
+}
+
+/// Leases and instances by instance id (SHA-256 of the token).
+#[derive(Debug, Default)]
+pub struct Running {
+    pub(super) leases: Leases,
+    pub(super) instances: HashMap<String, Instance>,
+}
+
+impl Running {
+    /// Forget instance `id` and release all its leases.
+    pub(super) fn forget(&mut self, id: &str) {
+        self.instances.remove(id);
+        self.leases.release_all(id);
+    }
+}
+
+/// Undoes a not-yet-answered attestation: when dropped without [`LeaseGuard::commit`] (an
+/// error after the leases were taken, e.g. a failed audit write, or a dropped request), the
+/// instance is forgotten and its leases are released at once instead of lapsing after
+/// their TTL.
+#[derive(Debug)]
+pub(super) struct LeaseGuard {
+    running: Arc<Mutex<Running>>,
+    id: Option<String>,
+}
+
+impl LeaseGuard {
+    /// A guard for instance `id`. Create it before locking `running`, so that on an early
+    /// return the lock is released before the guard runs.
+    pub(super) fn new(running: Arc<Mutex<Running>>, id: String) -> Self {
+        Self {
+            running,
+            id: Some(id),
+        }
+    }
+
+    /// The attestation is answered: keep the instance and its leases.
+    pub(super) fn commit(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        if let Ok(mut running) = self.running.try_lock() {
+            running.forget(&id);
+            return;
+        }
+        // Someone else holds the lock: release as soon as it is free.
+        let running = self.running.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { running.lock().await.forget(&id) });
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "no runtime to release an unfinished attestation's leases; they lapse after their TTL"
+                );
+            }
+        }
+    }
+}
+
+fn in_use(outer: &str, volume: &str, e: InUse) -> ApiError {
+    ApiError::VolumeInUse {
+        outer: outer.to_string(),
+        volume: volume.to_string(),
+        holder_short: e.holder_short,
+        expires_in_ms: e.expires_in_ms,
+    }
+}
+
+/// Take (or renew) the leases of the `rollback_protected` volumes among `volumes` for
+/// instance `id`; stops at the first one held by another instance (at attestation the
+/// caller's [`LeaseGuard`] then releases those taken: all or none).
+pub(super) fn take_leases<'v>(
+    leases: &mut Leases,
+    outer: &str,
+    session: &str,
+    volumes: impl IntoIterator<Item = (&'v str, UpdatePolicy)>,
+    id: &str,
+    now: u64,
+) -> Result<(), ApiError> {
+    for (name, policy) in volumes {
+        if policy == UpdatePolicy::RollbackProtected {
+            leases
+                .acquire(session, name, id, now)
+                .map_err(|e| in_use(outer, name, e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Workload {
+    /// `POST /v1/workload/tags`: compare-and-swap of a volume's (or the code region's) tag.
+    pub(super) async fn update_tag(
+        &self,
+        req: TagUpdateRequest,
+    ) -> Result<TagUpdateResponse, ApiError> {
+        let outer = if req.volume.is_empty() {
+            "Cannot update the tag of the code region".to_string()
+        } else {
+            format!("Cannot update the tag of volume {}", req.volume)
+        };
+        let old_tag = req.old_tag.map(|t| t.to_hex());
+        let new_tag = req.new_tag.to_hex();
+        let id = instance_id(req.instance_token.expose_secret());
+        let now = now_ms();
+        let mut running = self.running.lock().await;
+        let running = &mut *running;
+        let inst = running
+            .instances
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::InstanceUnknown {
+                outer: outer.clone(),
+            })?;
+        inst.last_seen = now;
+        let state = if req.volume.is_empty() {
+            inst.code.clone()
+        } else {
+            inst.volumes.get(&req.volume).cloned()
+        }
+        .ok_or_else(|| ApiError::VolumeUnknown {
+            outer: outer.clone(),
+        })?;
+        if state.policy == UpdatePolicy::RollbackProtected {
+            running
+                .leases
+                .acquire(&inst.session, &req.volume, &id, now)
+                .map_err(|e| in_use(&outer, &req.volume, e))?;
+        }
+        let (raw, rec) = self.tag_record(&state.table_key)?;
+        let current =
+            tags::effective_tag(rec.as_ref(), &state.key_fp, state.initial_tag.as_deref());
+        let record = tags::decide(
+            state.policy,
+            current.as_deref(),
+            state.initial_tag.as_deref(),
+            old_tag.as_deref(),
+            &new_tag,
+        )
+        .map_err(|r| match r {
+            TagRefusal::Malformed => ApiError::InvalidTag {
+                outer: outer.clone(),
+            },
+            TagRefusal::Mismatch { recorded, claimed } => ApiError::TagMismatch {
+                outer: outer.clone(),
+                recorded,
+                claimed,
+            },
+        })?;
+        if record {
+            let new = serde_json::to_vec(&TagRecord {
+                tag: new_tag.clone(),
+                key_fp: state.key_fp.clone(),
+                updated_at: now,
+            })
+            .map_err(|e| ApiError::internal("tag record", e))?;
+            let store = self.store.clone();
+            let key = state.table_key.clone();
+            // Still holding the instance lock: tag updates are serialized, so this
+            // compare-and-swap cannot lose to another update of this CAS.
+            let swapped = blocking(move || {
+                Ok(store.kv_compare_and_swap(TAGS_TABLE, &key, raw.as_deref(), &new)?)
+            })
+            .await?;
+            if swapped.is_err() {
+                return Err(ApiError::TagChanged { outer });
+            }
+            tracing::info!(volume = %req.volume, tag = %req.new_tag, "volume tag updated");
+            self.store
+                .audit(vec![veil_audit::Event::VolumeTagUpdated {
+                    session: inst.session.clone(),
+                    volume: req.volume.clone(),
+                    tag: new_tag.clone(),
+                }])
+                .await?;
+        }
+        Ok(TagUpdateResponse { tag: req.new_tag })
+    }
+
+    /// `POST /v1/workload/heartbeat`: renew the instance's leases.
+    pub(super) async fn heartbeat(&self, token: &str) -> Result<HeartbeatResponse, ApiError> {
+        let outer = "Cannot renew the instance's leases";
+        let id = instance_id(token);
+        let now = now_ms();
+        let mut running = self.running.lock().await;
+        let running = &mut *running;
+        let inst = running
+            .instances
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::InstanceUnknown {
+                outer: outer.to_string(),
+            })?;
+        inst.last_seen = now;
+        let volumes = inst.volumes.iter().map(|(n, v)| (n.as_str(), v.policy));
+        take_leases(&mut running.leases, outer, &inst.session, volumes, &id, now)?;
+        Ok(HeartbeatResponse {
+            lease_ttl_ms: tags::LEASE_TTL_MS,
+        })
+    }
+
+    /// `POST /v1/workload/exit`: forget the instance and release its leases.
+    pub(super) async fn exit(&self, req: &ExitRequest) -> Result<(), ApiError> {
+        let id = instance_id(req.instance_token.expose_secret());
+        let mut running = self.running.lock().await;
+        if !running.instances.contains_key(&id) {
+            return Err(ApiError::InstanceUnknown {
+                outer: "Cannot report the exit".into(),
+            });
+        }
+        running.forget(&id);
+        tracing::info!(status = req.status, "workload exited");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lease guard: released on drop, kept on commit, deferred while the lock is busy.
+
+    use super::*;
+
+    fn lease_of(r: &Running, holder: &str) -> bool {
+        r.leases
+            .get("s", "V1", 1)
+            .is_some_and(|l| l.holder == holder)
+    }
+
+    #[tokio::test]
+    async fn lease_guard_releases_unless_committed() {
+        let running = Arc::new(Mutex::new(Running::default()));
+        for (id, commit) in [("a", false), ("b", true)] {
+            let guard = LeaseGuard::new(running.clone(), id.to_string());
+            running
+                .lock()
+                .await
+                .leases
+                .acquire("s", "V1", id, 0)
+                .unwrap();
+            if commit {
+                guard.commit();
+            } else {
+                drop(guard);
+            }
+            assert_eq!(lease_of(&*running.lock().await, id), commit, "{id}");
+        }
+        // Dropped while the lock is held elsewhere: released once the lock is free.
+        running.lock().await.forget("b");
+        let guard = LeaseGuard::new(running.clone(), "c".to_string());
+        {
+            let mut r = running.lock().await;
+            r.leases.acquire("s", "V1", "c", 0).unwrap();
+            drop(guard);
+            assert!(lease_of(&r, "c"));
+        }
+        for _ in 0..100 {
+            if !lease_of(&*running.lock().await, "c") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the lease was not released");
+    }
+}

@@ -9,6 +9,7 @@ mod audit;
 mod cas;
 mod coderegion;
 mod deps;
+mod evidence;
 mod counter;
 mod policy;
 mod rest;

@@ -20,7 +20,10 @@
 //! * [`find_placeholders`], [`expand`], [`formats_for_kind`]: secret placeholders.
 //!
 //! Limits: documents over [`MAX_DOCUMENT_BYTES`] (1 MiB) are refused; alias expansion is capped
-//! at [`yaml::MAX_NODES`] nodes and nesting at [`yaml::MAX_DEPTH`] levels.
+//! at [`yaml::MAX_NODES`] nodes and at [`yaml::MAX_EXPANDED_BYTES`] (4 MiB) of expanded scalar
+//! and tag bytes, checked at each alias before its subtree is copied
+//! (`FILE:LINE:COL: the document expands to more than 4 MiB through aliases …`, at the alias);
+//! nesting is capped at [`yaml::MAX_DEPTH`] levels.
 
 pub mod canon;
 mod convert;

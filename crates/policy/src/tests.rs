@@ -260,3 +260,64 @@ fn semantic_changes_change_the_hash() {
     let salted = format!("{base}salt: 0123456789abcdef0123456789abcdef\n");
     assert_ne!(h, parse("s", &salted).unwrap().hash(None));
 }
+
+/// The alias bomb of issue 16 item 3: one 200 KB anchored scalar and 5,000 aliases to it (a
+/// 1.2 GB expansion in a 1 MB-limited document). Refused at the alias that crosses
+/// `MAX_EXPANDED_BYTES`, with its position, before the expansion is allocated.
+fn alias_bomb() -> String {
+    let mut s = format!(
+        "name: bomb\nversion: \"0.3\"\nbig: &a \"{}\"\nl: [",
+        "A".repeat(200_000)
+    );
+    for i in 0..5_000 {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str("*a");
+    }
+    s.push_str("]\n");
+    s
+}
+
+#[test]
+fn alias_bomb_is_refused_by_bytes_with_its_position() {
+    let doc = alias_bomb();
+    assert!(doc.len() < MAX_DOCUMENT_BYTES);
+    let t = std::time::Instant::now();
+    let e = parse("bomb.yaml", &doc).unwrap_err();
+    let elapsed = t.elapsed();
+    let PolicyError::Invalid(d) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(d.0.len(), 1, "{e}");
+    // The anchored copy (200 000) + the scalar (200 000) + 18 aliases = 4 000 000 bytes fit in
+    // 4 MiB (4 194 304); the 19th alias, at column 5 + 4 * 18 of line 4, does not.
+    assert_eq!(
+        d.0[0].to_string(),
+        "bomb.yaml:4:77: the document expands to more than 4 MiB through aliases (scalar and tag bytes, every alias expansion counted); refusing it"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn aliases_below_the_byte_bound_are_expanded() {
+    // 100 aliases of a 40 000-byte scalar: 4 080 000 bytes with the anchored copy, accepted;
+    // the expansion is real (every alias is the full value).
+    let mut s = format!(
+        "name: ok\nversion: \"0.3\"\nsecrets:\n  - name: a\n    kind: ascii\n    value: &v \"{}\"\n",
+        "B".repeat(40_000)
+    );
+    for i in 0..100 {
+        s.push_str(&format!("  - name: a{i}\n    kind: ascii\n    value: *v\n"));
+    }
+    let sess = parse("ok.yaml", &s).unwrap();
+    assert_eq!(sess.secrets.len(), 101);
+    assert!(
+        sess.secrets
+            .iter()
+            .all(|x| matches!(&x.value, Some(SecretValue::Text(t)) if t.len() == 40_000))
+    );
+}

@@ -1,6 +1,11 @@
 //! A small positioned YAML tree built from `saphyr-parser` events. Every node keeps the template
-//! position it came from; aliases are expanded with a bound on the total number of nodes (no
-//! "billion laughs") and nesting depth is bounded (no stack exhaustion).
+//! position it came from; aliases are expanded with a bound on the total number of nodes and on
+//! the total bytes of scalars and tags (no "billion laughs", no "one huge anchor aliased many
+//! times"), and nesting depth is bounded (no stack exhaustion).
+//!
+//! The byte bound ([`MAX_EXPANDED_BYTES`]) counts every scalar value and tag of the expanded tree
+//! plus the copies kept of anchored nodes for later aliases; it is checked at each alias *before*
+//! the anchored subtree is copied, so a refused document never allocates its expansion.
 
 use std::collections::HashMap;
 
@@ -13,6 +18,10 @@ use crate::template::SourceMap;
 pub const MAX_NODES: usize = 200_000;
 /// Deepest nesting of sequences and mappings.
 pub const MAX_DEPTH: usize = 64;
+/// Most bytes of scalar values and tags a document may expand to (4 MiB), counting every alias
+/// expansion and the copy kept of each anchored node. A document without aliases is at most
+/// [`crate::MAX_DOCUMENT_BYTES`] (1 MiB), so only alias expansion can reach this bound.
+pub const MAX_EXPANDED_BYTES: usize = 4 << 20;
 
 /// A YAML node with its position.
 #[derive(Debug, Clone)]
@@ -93,14 +102,23 @@ fn tag_string(tag: Option<&saphyr_parser::Tag>) -> Option<String> {
 pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, (Node, usize, usize)> = HashMap::new(); // node, size, height
+    // anchor id -> (node, size in nodes, size in bytes, height)
+    let mut anchors: HashMap<usize, (Node, usize, usize, usize)> = HashMap::new();
     let mut total = 0usize;
+    let mut bytes = 0usize;
     let mut root: Option<Node> = None;
     let mut docs = 0usize;
     let too_many = |pos| YamlError {
         pos,
         message: format!(
             "document expands to more than {MAX_NODES} YAML nodes (aliases included); refusing it"
+        ),
+    };
+    let too_big = |pos| YamlError {
+        pos,
+        message: format!(
+            "the document expands to more than {} MiB through aliases (scalar and tag bytes, every alias expansion counted); refusing it",
+            MAX_EXPANDED_BYTES >> 20
         ),
     };
     while let Some(ev) = parser.next_event() {
@@ -124,7 +142,7 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
                 None
             }
             Event::Alias(id) => {
-                let Some((node, size, height)) = anchors.get(&id) else {
+                let Some((node, size, nbytes, height)) = anchors.get(&id) else {
                     return Err(YamlError {
                         pos,
                         message: "alias refers to an unknown anchor".into(),
@@ -140,6 +158,11 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
                 if total > MAX_NODES {
                     return Err(too_many(pos));
                 }
+                // Checked before the clone below: the expansion is never allocated.
+                bytes = bytes.saturating_add(*nbytes);
+                if bytes > MAX_EXPANDED_BYTES {
+                    return Err(too_big(pos));
+                }
                 Some((node.clone(), 0, *size, *height))
             }
             Event::Scalar(value, style, anchor, tag) => {
@@ -147,9 +170,14 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
                 if total > MAX_NODES {
                     return Err(too_many(pos));
                 }
+                let tag = tag_string(tag.as_deref());
+                bytes = bytes.saturating_add(value.len() + tag.as_ref().map_or(0, String::len));
+                if bytes > MAX_EXPANDED_BYTES {
+                    return Err(too_big(pos));
+                }
                 let node = Node {
                     pos,
-                    tag: tag_string(tag.as_deref()),
+                    tag,
                     kind: Kind::Scalar {
                         value: value.into_owned(),
                         plain: style == ScalarStyle::Plain,
@@ -169,6 +197,10 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
                     });
                 }
                 let tag = tag_string(tag.as_deref());
+                bytes = bytes.saturating_add(tag.as_ref().map_or(0, String::len));
+                if bytes > MAX_EXPANDED_BYTES {
+                    return Err(too_big(pos));
+                }
                 stack.push(if is_seq {
                     Frame::Seq {
                         pos,
@@ -241,8 +273,15 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
             continue;
         };
         if anchor > 0 {
-            // Size of the subtree, counting nested expansions, for later aliases.
-            anchors.insert(anchor, (node.clone(), subtree_size(&node), height));
+            // Size of the subtree, counting nested expansions, for later aliases. The copy kept
+            // here counts against the byte bound too (nested anchors would otherwise copy a
+            // large subtree once per level).
+            let (size, nbytes) = subtree_size(&node);
+            bytes = bytes.saturating_add(nbytes);
+            if bytes > MAX_EXPANDED_BYTES {
+                return Err(too_big(node.pos));
+            }
+            anchors.insert(anchor, (node.clone(), size, nbytes, height));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -269,14 +308,17 @@ pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Option<Node>, YamlErr
     Ok(root)
 }
 
-fn subtree_size(n: &Node) -> usize {
+/// Nodes and bytes (scalar values and tags) of a subtree.
+fn subtree_size(n: &Node) -> (usize, usize) {
     // Iterative to avoid deep recursion (depth is bounded anyway).
     let mut count = 0;
+    let mut bytes = 0usize;
     let mut todo = vec![n];
     while let Some(n) = todo.pop() {
         count += 1;
+        bytes = bytes.saturating_add(n.tag.as_ref().map_or(0, String::len));
         match &n.kind {
-            Kind::Scalar { .. } => {}
+            Kind::Scalar { value, .. } => bytes = bytes.saturating_add(value.len()),
             Kind::Seq(v) => todo.extend(v.iter()),
             Kind::Map(v) => {
                 for (k, val) in v {
@@ -286,7 +328,7 @@ fn subtree_size(n: &Node) -> usize {
             }
         }
     }
-    count
+    (count, bytes)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `envcas`: after attestation, read the injected `/etc/envcas/config.yaml`, copy each
 //! injected `from` file to its `to` path on the real file system, then run `program` with the
-//! session's arguments (argv[0] dropped) and environment (`scone.md` §6).
+//! session's arguments (`argv[0]` dropped) and environment (`scone.md` §6).
 
 use std::path::Path;
 

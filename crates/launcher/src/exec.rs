@@ -1,7 +1,7 @@
 //! The executor: the plan, the private mount namespace with the injection files, and the
 //! program as a child.
 //!
-//! * [`plan`]: the CAS's configuration → [`Plan`] (host substitutions, path checks; pure).
+//! * [`plan`](mod@plan): the CAS's configuration → [`Plan`] (host substitutions, path checks; pure).
 //! * [`namespace`]: the private mount namespace, staging tmpfs, bind-mounted injection files,
 //!   and the [`namespace::Undo`] drop guard that removes whatever was placed.
 //! * [`run`]: fork and `execveat` of the measured descriptor, signal forwarding, wait.

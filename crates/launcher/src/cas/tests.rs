@@ -230,3 +230,36 @@ fn node_tier_registered_key_works_unregistered_is_refused() {
         "{e:?}"
     );
 }
+
+#[test]
+fn answers_over_the_response_limit_are_refused() {
+    let cas = start_cas(&[], &[]);
+    let id = Identity::generate("veil-launcher", &[]).unwrap();
+    cas.rt.block_on(async {
+        let connect = || {
+            Connection::connect(
+                "cas",
+                &cas.target.addr,
+                Some(&cas.target.key_hash),
+                Some(&id),
+            )
+        };
+        // A nonce answer is about 120 bytes: fine under the default limit, refused under 16.
+        assert!(connect().await.unwrap().nonce().await.is_ok());
+        let e = connect()
+            .await
+            .unwrap()
+            .with_response_limit(16)
+            .nonce()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Receive { msg, .. } if msg.contains("larger than 16 bytes")),
+            "{e:?}"
+        );
+        assert_eq!(
+            call_error("outer", e).chain[1],
+            "reading the CAS answer: the answer is larger than 16 bytes"
+        );
+    });
+}

@@ -246,7 +246,10 @@ pub fn run_config(
         Some(r) => Some(coderegion::open_region(r).map_err(|e| e.context(START))?),
         None => None,
     };
-    // Each of these is a drop guard: whatever was placed is undone if a later step fails.
+    // Each of these is a drop guard: whatever was placed is undone if a later step fails, in
+    // reverse order of declaration (files, then volumes, which may lie below the code region's
+    // directories, then the code region).
+    let mut exposed = coderegion::ExposedRegion::default();
     let mut opened = volumes::OpenVolumes::default();
     if !config.volumes.is_empty() {
         let Some(ctx) = volumes else {
@@ -263,10 +266,9 @@ pub fn run_config(
     }
     exec::enter_private_mount_namespace().map_err(|e| e.context(START))?;
     // The code region first: volumes and injection files may be placed below its directories.
-    let exposed = match region {
-        Some(r) => r.expose().map_err(|e| e.context(START))?,
-        None => coderegion::ExposedRegion::default(),
-    };
+    if let Some(r) = region {
+        exposed = r.expose().map_err(|e| e.context(START))?;
+    }
     if let Some(ctx) = volumes {
         for v in &mut opened.0 {
             v.mount(ctx).map_err(|e| e.context(START))?;

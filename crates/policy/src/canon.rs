@@ -23,6 +23,17 @@
 //! The session hash is the lowercase hex SHA-256 of the canonical bytes.
 
 use crate::model::*;
+use crate::placeholder::whole_placeholder;
+
+/// A literal secret string redacted; a whole `$$SCONE::…$$` placeholder is kept (it names a
+/// secret, it does not carry one).
+fn redact(v: &mut Option<String>) {
+    if let Some(x) = v
+        && whole_placeholder(x).is_none()
+    {
+        *x = REDACTED.to_string();
+    }
+}
 
 /// Domain line of the canonical form.
 pub const CANONICAL_DOMAIN: &str = "veil-session-v1";
@@ -772,6 +783,62 @@ pub(crate) fn to_yaml(v: &V, step: usize) -> String {
 }
 
 impl Session {
+    /// This session as `session read` shows it (design-notes decision 22), for every caller:
+    /// every piece of secret material replaced by [`REDACTED`]:
+    ///
+    /// * `secrets[].value`, whatever the kind (ascii, binary, keys, certificates, config
+    ///   fragments): the whole value;
+    /// * `services[].fspf_key`, `volumes[].fspf_key`, `services[].one_time_password_shared_secret`,
+    ///   `security.attestation.one_time_password_shared_secret`,
+    ///   `security.service_access_token`, `secrets[].import_akv.token` and `.decryption_key`,
+    ///   `secret_config.store_in: !akv {token}`: when literal; a field that is exactly one
+    ///   `$$SCONE::name$$` placeholder is kept (it names a secret; the value stays in the CAS).
+    ///
+    /// Not redacted: arguments, environment, injection-file content (configuration shown to
+    /// readers; secrets belong in `secrets` and are referenced by placeholders), tags,
+    /// measurements, names, and certificates of the creator and access policy (public).
+    ///
+    /// For display only: the result does not pass [`crate::parse`] when anything was redacted
+    /// (the marker is refused), and [`crate::parse_read_back`] reads its YAML back. Hash the
+    /// unredacted session ([`Session::hash`]), never this one.
+    pub fn redacted(&self) -> Session {
+        let mut s = self.clone();
+        for x in &mut s.services {
+            redact(&mut x.fspf_key);
+            redact(&mut x.one_time_password_shared_secret);
+        }
+        for x in &mut s.secrets {
+            if x.value.is_some() {
+                x.value = Some(SecretValue::Text(REDACTED.to_string()));
+            }
+            if let Some(a) = &mut x.import_akv {
+                redact(&mut a.token);
+                redact(&mut a.decryption_key);
+            }
+        }
+        for v in &mut s.volumes {
+            redact(&mut v.fspf_key);
+        }
+        redact(&mut s.security.service_access_token);
+        if let Some(a) = &mut s.security.attestation {
+            redact(&mut a.one_time_password_shared_secret);
+        }
+        if let Some(SecretConfig::Akv { token, .. }) = &mut s.secret_config {
+            redact(token);
+        }
+        s
+    }
+
+    /// Normalised YAML of [`Session::redacted`]: what `session read` returns.
+    pub fn to_yaml_redacted(&self) -> String {
+        self.redacted().to_yaml()
+    }
+
+    /// Normalised JSON of [`Session::redacted`].
+    pub fn to_json_redacted(&self) -> serde_json::Value {
+        self.redacted().to_json()
+    }
+
     /// Normalised YAML: parses back to an equal `Session` (comments and formatting are not kept;
     /// defaults are left out; a `command` string is written as a list).
     pub fn to_yaml(&self) -> String {

@@ -18,6 +18,12 @@
 //! * [`Session::to_yaml`], [`Session::canonical_bytes`], [`Session::hash`]: normalised output,
 //!   canonical form (documented in [`canon`]) and the SHA-256 session hash.
 //! * [`find_placeholders`], [`expand`], [`formats_for_kind`]: secret placeholders.
+//! * [`Session::redacted`], [`Session::to_yaml_redacted`]: what `session read` shows (design-notes
+//!   decision 22): every secret value, key, token and OTP secret replaced by the one marker
+//!   [`REDACTED`] (`$$VEIL::REDACTED$$`), for every caller, the creator included. [`parse`]
+//!   refuses the marker in every field ("`secrets[0].value` holds the redaction marker of
+//!   `session read` …: start updates from your own file"); [`parse_read_back`] reads such output
+//!   back for inspection. The session hash is always that of the unredacted canonical form.
 //!
 //! Limits: documents over [`MAX_DOCUMENT_BYTES`] (1 MiB) are refused; alias expansion is capped
 //! at [`yaml::MAX_NODES`] nodes and at [`yaml::MAX_EXPANDED_BYTES`] (4 MiB) of expanded scalar
@@ -51,7 +57,18 @@ pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 pub fn parse(file: &str, text: &str) -> Result<Session, PolicyError> {
     check_size(file, text)?;
     let map = template::SourceMap::identity(text);
-    build(file, text, &map, None)
+    build(file, text, &map, None, false)
+}
+
+/// Parse the output of `session read` (a [`Session::to_yaml_redacted`] document): like
+/// [`parse`], except that the redaction marker [`REDACTED`] is accepted in the fields
+/// [`Session::redacted`] writes it to (and still refused everywhere else). The result equals
+/// the reader's [`Session::redacted`]; it is for looking at a read-back version (its
+/// `creator`, `predecessor`, services, …), never for uploading: [`parse`] refuses it.
+pub fn parse_read_back(file: &str, text: &str) -> Result<Session, PolicyError> {
+    check_size(file, text)?;
+    let map = template::SourceMap::identity(text);
+    build(file, text, &map, None, true)
 }
 
 /// Substitute template variables, parse, apply the `--name` override, validate.
@@ -64,7 +81,7 @@ pub fn load(
     check_size(file, text)?;
     let (subst, map) = template::substitute_mapped(file, text, vars)?;
     check_size(file, &subst)?;
-    build(file, &subst, &map, name_override)
+    build(file, &subst, &map, name_override, false)
 }
 
 fn check_size(file: &str, text: &str) -> Result<(), PolicyError> {
@@ -83,8 +100,10 @@ fn build(
     text: &str,
     map: &template::SourceMap,
     name_override: Option<&str>,
+    read_back: bool,
 ) -> Result<Session, PolicyError> {
     let mut cx = convert::Cx::new(file);
+    cx.read_back = read_back;
     let root = match yaml::parse(text, map) {
         Ok(Some(root)) => root,
         Ok(None) => {

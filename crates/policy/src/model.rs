@@ -9,6 +9,16 @@ use std::time::Duration;
 use crate::diag::Diagnostic;
 use crate::placeholder::Placeholder;
 
+/// The marker `session read` writes in place of every piece of secret material (design-notes
+/// decision 22): explicit secret `value`s of every kind, literal `fspf_key`s of services and
+/// volumes, literal OTP shared secrets (per service and session-wide), the literal
+/// `service_access_token`, and the Azure Key Vault `token`/`decryption_key` of `import_akv` and
+/// `secret_config`. It cannot be mistaken for a value (it is neither hex, base32, PEM nor a
+/// `$$SCONE::…$$` placeholder, and template substitution leaves `$$…$$` alone), and [`crate::parse`]
+/// refuses it in every field, naming the field, so an update started from `session read` output
+/// can never store it as a secret.
+pub const REDACTED: &str = "$$VEIL::REDACTED$$";
+
 /// A 1-based source position (line, column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Pos {

@@ -1,5 +1,5 @@
-//! Property tests: the parser never panics; normalised output round-trips; the hash does not
-//! depend on formatting.
+//! Property tests: the parser never panics; normalised output round-trips; redacted output reads
+//! back and is refused for upload; the hash does not depend on formatting.
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -287,6 +287,17 @@ proptest! {
         prop_assert_eq!(&back, &s, "{}", y);
         prop_assert_eq!(back.hash(None), s.hash(None));
         prop_assert_eq!(back.canonical_bytes(None), s.canonical_bytes(None));
+    }
+
+    #[test]
+    fn redacted_yaml_reads_back_and_is_refused_for_upload(s in session()) {
+        let y = s.to_yaml_redacted();
+        let back = parse_read_back("r", &y);
+        prop_assert!(back.is_ok(), "{}\n---\n{}", back.err().map(|e| e.to_string()).unwrap_or_default(), y);
+        prop_assert_eq!(back.ok(), Some(s.redacted()));
+        let has_values = s.secrets.iter().any(|x| x.value.is_some());
+        prop_assert_eq!(has_values, y.contains(REDACTED), "{}", y);
+        prop_assert_eq!(parse("u", &y).is_ok(), !has_values, "{}", y);
     }
 
     #[test]

@@ -321,3 +321,225 @@ fn aliases_below_the_byte_bound_are_expanded() {
             .all(|x| matches!(&x.value, Some(SecretValue::Text(t)) if t.len() == 40_000))
     );
 }
+
+const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYx/qsrfFtSC6y0af
+sHbf+uXjwwaqUKXqrYniFx5V3zihRANCAAS9qbqj6oHzrdYyl3ET+KGeX9vwjH39
+gm0erPuPYoIMT51vMvwtNZxH6fi/HiQiyhvj1IfQ/76N+rlVQnUeQ24j
+-----END PRIVATE KEY-----
+";
+
+/// Every kind of secret material a document can carry, each value unique so that a leak is
+/// found by a substring search.
+fn secret_material_doc() -> (String, Vec<String>) {
+    let ascii = "AsciiSecretValue4242";
+    let binary = "b1aa".repeat(8);
+    let fragment = "FragmentSecretValue77";
+    let svc_key = "5e".repeat(32);
+    let vol_key = "7f".repeat(32);
+    let svc_otp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let sess_otp = "KRUGS4ZANFZSAYJAORSXG5BAONSWG4TF";
+    let token = "ServiceAccessTokenValue99";
+    let akv_token = "AkvTokenValue31";
+    let akv_key = "AkvDecryptionKey32";
+    let store_token = "StoreInAkvToken33";
+    let key_body = TEST_KEY_PEM.lines().nth(1).unwrap_or_default().to_string();
+    let doc = format!(
+        "name: redact
+version: \"0.3.10\"
+services:
+  - name: app
+    command: [app, \"$$SCONE::pw$$\"]
+    attestation: {{mrenclave: [\"{mre}\"]}}
+    fspf_path: /fspf/fs.fspf
+    fspf_key: \"{svc_key}\"
+    fspf_tag: \"{tag}\"
+    one_time_password_shared_secret: {svc_otp}
+  - name: other
+    attestation: {{mrenclave: [\"{mre}\"]}}
+    fspf_path: /fspf/fs.fspf
+    fspf_key: \"$$SCONE::bin$$\"
+    fspf_tag: \"{tag}\"
+secrets:
+  - name: pw
+    kind: ascii
+    value: {ascii}
+  - name: bin
+    kind: binary
+    value: \"{binary}\"
+  - name: key
+    kind: private-key
+    value: |
+{key}
+  - name: frag
+    kind: config-fragment
+    value:
+      inner: [{fragment}, 1]
+  - name: gen
+    kind: ascii
+    size: 16
+  - name: vaulted
+    kind: ascii
+    import_akv: {{vault: \"https://v.example\", token: {akv_token}, decryption_key: {akv_key}}}
+volumes:
+  - name: data
+    fspf_key: \"{vol_key}\"
+    fspf_tag: \"{tag}\"
+security:
+  service_access_token: {token}
+  attestation:
+    mode: hardware
+    one_time_password_shared_secret: {sess_otp}
+secret_config:
+  store_in: !akv {{token: {store_token}, vault: \"https://v.example\"}}
+",
+        mre = "ab".repeat(32),
+        tag = "cd".repeat(16),
+        key = TEST_KEY_PEM
+            .lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let values = [
+        ascii,
+        &binary,
+        fragment,
+        &svc_key,
+        &vol_key,
+        svc_otp,
+        sess_otp,
+        token,
+        akv_token,
+        akv_key,
+        store_token,
+        &key_body,
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect();
+    (doc, values)
+}
+
+#[test]
+fn redacted_output_carries_no_secret_material() {
+    let (doc, values) = secret_material_doc();
+    let s = parse("r.yaml", &doc).unwrap();
+    let hash = s.hash(None);
+    let y = s.to_yaml_redacted();
+    let j = s.to_json_redacted().to_string();
+    for v in &values {
+        assert!(doc.contains(v.as_str()), "{v} not in the document");
+        assert!(
+            s.to_yaml().contains(v.as_str()),
+            "{v} not in the plain output"
+        );
+        assert!(!y.contains(v.as_str()), "{v} leaks into\n{y}");
+        assert!(!j.contains(v.as_str()), "{v} leaks into\n{j}");
+    }
+    // Values, literal keys, OTP secrets, tokens: 12 places. The placeholder fspf_key, the
+    // generated secret and the placeholder argument are kept as they are.
+    assert_eq!(y.matches(REDACTED).count(), 12, "{y}");
+    assert!(y.contains("fspf_key: \"$$SCONE::bin$$\""), "{y}");
+    assert!(y.contains("- \"$$SCONE::pw$$\""), "{y}");
+    assert!(y.contains("size: 16"), "{y}");
+    // The hash is that of the unredacted form.
+    assert_eq!(s.hash(None), hash);
+    assert_ne!(s.redacted().hash(None), hash);
+    // Read back for inspection: equal to the redacted session.
+    let back = parse_read_back("read.yaml", &y).unwrap();
+    assert_eq!(back, s.redacted());
+    assert_eq!(back.services[1].fspf_key.as_deref(), Some("$$SCONE::bin$$"));
+}
+
+#[test]
+fn uploading_the_redaction_marker_is_refused_naming_each_field() {
+    let (doc, _) = secret_material_doc();
+    let s = parse("r.yaml", &doc).unwrap();
+    let y = s.to_yaml_redacted();
+    let e = parse("update.yaml", &y).unwrap_err();
+    let PolicyError::Invalid(d) = &e else {
+        panic!("{e}")
+    };
+    let mut paths: Vec<&str> = d.0.iter().map(|d| d.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "secret_config.store_in.token",
+            "secrets[0].value",
+            "secrets[1].value",
+            "secrets[2].value",
+            "secrets[3].value",
+            "secrets[5].import_akv.token",
+            "secrets[5].import_akv.decryption_key",
+            "security.attestation.one_time_password_shared_secret",
+            "security.service_access_token",
+            "services[0].fspf_key",
+            "services[0].one_time_password_shared_secret",
+            "volumes[0].fspf_key",
+        ]
+        .iter()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>(),
+        "{e}"
+    );
+    let first = d.0.iter().find(|d| d.path == "secrets[0].value").unwrap();
+    assert_eq!(
+        first.message,
+        "`secrets[0].value` holds the redaction marker of `session read` (`$$VEIL::REDACTED$$`), not a value: start updates from your own file, not from `session read` output"
+    );
+    // Also through template substitution (`veil session update FILE`), and when the marker
+    // is embedded in a longer value.
+    let e = load("u.yaml", &y, &Vars::default(), None).unwrap_err();
+    assert!(e.to_string().contains("redaction marker"), "{e}");
+    let e = parse(
+        "u.yaml",
+        "name: x\nversion: \"0.3\"\nsecrets:\n  - name: a\n    kind: ascii\n    value: \"x$$VEIL::REDACTED$$y\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "u.yaml:6:12: secrets[0].value: `secrets[0].value` holds the redaction marker"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_marker_is_refused_outside_redacted_fields_even_when_reading_back() {
+    for (doc, path) in [
+        (
+            "name: x\nversion: \"0.3\"\nservices:\n  - name: s\n    attestation: {mrenclave: [\"$$VEIL::REDACTED$$\"]}\n",
+            "services[0].attestation.mrenclave[0]",
+        ),
+        (
+            "name: x\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}}\nservices:\n  - name: s\n    environment: {A: \"$$VEIL::REDACTED$$\"}\n",
+            "services[0].environment.A",
+        ),
+        (
+            "name: x\nversion: \"0.3\"\nimages:\n  - name: i\n    injection_files:\n      - {path: /a, content: \"$$VEIL::REDACTED$$\"}\n",
+            "images[0].injection_files[0].content",
+        ),
+        (
+            "name: x\nversion: \"0.3\"\nsecrets:\n  - name: f\n    kind: config-fragment\n    value: {a: [\"$$VEIL::REDACTED$$\"]}\n",
+            "secrets[0].value.a[0]",
+        ),
+    ] {
+        for e in [
+            parse("m.yaml", doc).unwrap_err(),
+            parse_read_back("m.yaml", doc).unwrap_err(),
+        ] {
+            let PolicyError::Invalid(d) = &e else {
+                panic!("{e}")
+            };
+            assert!(
+                d.0.iter()
+                    .any(|d| d.path == path && d.message.contains("redaction marker")),
+                "{path}: {e}"
+            );
+        }
+    }
+}

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use crate::diag::{Diagnostic, NOT_SUPPORTED_YET, Severity};
-use crate::model::Pos;
+use crate::model::{Pos, REDACTED};
 use crate::placeholder::{Placeholder, find_placeholders, whole_placeholder};
 use crate::yaml::{Kind, Node};
 
@@ -33,6 +33,9 @@ pub(crate) struct Cx<'a> {
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
     pub positions: BTreeMap<String, Pos>,
+    /// Reading back `session read` output: the redaction marker is kept (not refused) in the
+    /// fields that `Session::redacted` writes it to.
+    pub read_back: bool,
 }
 
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -54,6 +57,7 @@ impl<'a> Cx<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             positions: BTreeMap::new(),
+            read_back: false,
         }
     }
 
@@ -187,13 +191,49 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
-    /// A string scalar (numbers and booleans are taken as written).
+    /// Error: the redaction marker of `session read` in an uploaded document (decision 22).
+    pub(crate) fn redaction_marker(&mut self, pos: Pos, path: &str) {
+        self.err(
+            pos,
+            path,
+            format!(
+                "`{path}` holds the redaction marker of `session read` (`{REDACTED}`), not a value: start updates from your own file, not from `session read` output"
+            ),
+        );
+    }
+
+    /// In read-back mode, the redaction marker when `node` is exactly it (for the fields
+    /// `Session::redacted` writes it to); `None` otherwise, and always when uploading.
+    pub(crate) fn kept_redacted(&self, node: &Node) -> Option<String> {
+        (self.read_back && node.tag.is_none() && node.scalar() == Some(REDACTED))
+            .then(|| REDACTED.to_string())
+    }
+
+    /// An optional string that `session read` redacts (a token or key).
+    pub(crate) fn opt_secret_string(
+        &mut self,
+        f: &Fields,
+        key: &str,
+        path: &str,
+    ) -> Option<String> {
+        if let Some(r) = f.get(key).and_then(|n| self.kept_redacted(n)) {
+            return Some(r);
+        }
+        self.opt_string(f, key, path)
+    }
+
+    /// A string scalar (numbers and booleans are taken as written). The redaction marker of
+    /// `session read` is refused here, so in every string field.
     pub(crate) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         if !self.reject_tag(node, path) {
             return None;
         }
         match &node.kind {
             Kind::Scalar { value, .. } if !node.is_null() => {
+                if value.contains(REDACTED) {
+                    self.redaction_marker(node.pos, path);
+                    return None;
+                }
                 if value.contains('\0') {
                     self.err(node.pos, path, "NUL bytes are not allowed");
                     return None;

@@ -255,8 +255,8 @@ pub(super) fn secret(cx: &mut Cx, n: &Node, path: &str) -> Option<Secret> {
             s.import_akv = Some(AkvImport {
                 vault,
                 secret_name: cx.opt_string(&af, "secret_name", &p),
-                token: cx.opt_string(&af, "token", &p),
-                decryption_key: cx.opt_string(&af, "decryption_key", &p),
+                token: cx.opt_secret_string(&af, "token", &p),
+                decryption_key: cx.opt_secret_string(&af, "decryption_key", &p),
             });
             cx.unsupported(a.pos, &p);
         }
@@ -303,6 +303,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 fn secret_value(cx: &mut Cx, n: &Node, path: &str, kind: SecretKind) -> Option<SecretValue> {
     use SecretKind as K;
+    if let Some(r) = cx.kept_redacted(n) {
+        return Some(SecretValue::Text(r));
+    }
     match kind {
         K::ConfigFragment => yaml_value(cx, n, path).map(SecretValue::Yaml),
         K::Ascii => cx.string(n, path).map(SecretValue::Text),
@@ -339,6 +342,10 @@ fn yaml_value(cx: &mut Cx, n: &Node, path: &str) -> Option<YamlValue> {
         return None;
     }
     Some(match &n.kind {
+        Kind::Scalar { value, .. } if value.contains(REDACTED) => {
+            cx.redaction_marker(n.pos, path);
+            return None;
+        }
         Kind::Scalar { value, plain } => {
             if !plain {
                 YamlValue::Str(value.clone())
@@ -402,7 +409,7 @@ pub(super) fn secret_config(cx: &mut Cx, n: &Node, path: &str) -> Option<SecretC
             };
             let af = cx.map(&untagged, &p, &["token", "vault"])?;
             let cfg = SecretConfig::Akv {
-                token: cx.opt_string(&af, "token", &p),
+                token: cx.opt_secret_string(&af, "token", &p),
                 vault: cx.opt_string(&af, "vault", &p),
             };
             cx.warn(st.pos, &p, format!("`{p}: !akv` {NOT_SUPPORTED_YET}"));

@@ -40,7 +40,9 @@ pub(super) fn security(cx: &mut Cx, n: &Node, path: &str) -> Security {
     };
     if let Some(t) = f.present("service_access_token") {
         let p = join(path, "service_access_token");
-        s.service_access_token = if t.scalar().is_some_and(|x| x.starts_with("$$")) {
+        s.service_access_token = if let Some(r) = cx.kept_redacted(t) {
+            Some(r)
+        } else if t.scalar().is_some_and(|x| x.starts_with("$$")) {
             cx.placeholder_string(t, &p)
         } else {
             cx.string(t, &p)
@@ -162,6 +164,9 @@ fn attestation_policy(cx: &mut Cx, n: &Node, path: &str) -> Option<AttestationPo
 }
 
 pub(super) fn otp_secret(cx: &mut Cx, n: &Node, path: &str) -> Option<String> {
+    if let Some(r) = cx.kept_redacted(n) {
+        return Some(r);
+    }
     let s = cx.string(n, path)?;
     if s.starts_with("$$") {
         return cx.placeholder_string(n, path);

@@ -88,7 +88,9 @@ pub(super) fn service(cx: &mut Cx, n: &Node, path: &str) -> Option<Service> {
     s.image_name = cx.opt_string(&f, "image_name", path);
     s.fspf_path = cx.opt_string(&f, "fspf_path", path);
     if let Some(k) = f.present("fspf_key") {
-        s.fspf_key = cx.hex_or_placeholder(k, &join(path, "fspf_key"), 64);
+        s.fspf_key = cx
+            .kept_redacted(k)
+            .or_else(|| cx.hex_or_placeholder(k, &join(path, "fspf_key"), 64));
     }
     s.fspf_tag = cx.opt_hex(&f, "fspf_tag", path, 32);
     if let Some(u) = f.present("fspf_update_policy") {

@@ -24,7 +24,9 @@ pub(super) fn volume(cx: &mut Cx, n: &Node, path: &str) -> Option<Volume> {
         ..Volume::default()
     };
     if let Some(k) = f.present("fspf_key") {
-        v.fspf_key = cx.hex_or_placeholder(k, &join(path, "fspf_key"), 64);
+        v.fspf_key = cx
+            .kept_redacted(k)
+            .or_else(|| cx.hex_or_placeholder(k, &join(path, "fspf_key"), 64));
     }
     v.fspf_tag = cx.opt_hex(&f, "fspf_tag", path, 32);
     match (f.present("fspf_key"), f.present("fspf_tag")) {

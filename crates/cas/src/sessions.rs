@@ -6,7 +6,10 @@
 //! - update: `predecessor` = the current hash (compare-and-swap in the store), caller in the
 //!   current version's `update`.
 //! - read (current or by hash) and list: caller in the *current* version's `read`
-//!   (`list_sessions` for listing); otherwise "Session not found" (no existence oracle).
+//!   (`list_sessions` for listing); otherwise "Session not found" (no existence oracle). A read
+//!   answers the redacted rendering (`Session::to_yaml_redacted`, decision 22): every secret
+//!   value, literal key, token and OTP secret is `$$VEIL::REDACTED$$`, for every caller, the
+//!   creator included; the hash answered is the stored version's (over the unredacted form).
 //! - The CAS sets `creator` to the caller's certificate before hashing; `creator` is hashed as
 //!   its key hash (decision 15).
 //! - Everything the policy crate marks "not supported yet" is refused (decision 14).
@@ -308,7 +311,9 @@ impl Sessions {
         }
     }
 
-    /// Read `name` (its active version, or version `hash`): (normalised YAML, hash).
+    /// Read `name` (its active version, or version `hash`): (redacted normalised YAML, hash).
+    /// The YAML is [`Session::to_yaml_redacted`] of the stored version, never the stored text:
+    /// no secret material leaves through a read (decision 22).
     pub fn read(
         &self,
         caller: &Peer,
@@ -334,7 +339,7 @@ impl Sessions {
                 }
             },
         };
-        Ok((l.version.yaml.clone(), l.hash.clone()))
+        Ok((l.session.to_yaml_redacted(), l.hash.clone()))
     }
 
     /// Names of the sessions the caller may list: those whose active version's

@@ -11,7 +11,7 @@ fn hex(n: usize) -> impl Strategy<Value = String> {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_.~-]{1,12}"
+    "[A-Za-z0-9_.~-]{1,12}".prop_filter("`.` and `..` are not names", |n| n != "." && n != "..")
 }
 
 /// Any text without NUL and without `$` (so no placeholders or template variables).

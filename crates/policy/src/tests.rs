@@ -543,3 +543,157 @@ fn the_marker_is_refused_outside_redacted_fields_even_when_reading_back() {
         }
     }
 }
+
+/// Issue 16 item 5: `.` and `..` are refused as names of every named item, in references to
+/// named items, as session-name parts and as path components, each with an error naming the
+/// field.
+#[test]
+fn dot_names_are_refused_everywhere() {
+    const HEAD: &str = "name: ok\nversion: \"0.3\"\nsecurity: {attestation: {mode: none}}\n";
+    // (document body with `@` standing for the name under test, field path, message part)
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "services:\n  - name: \"@\"\n",
+            "services[0].name",
+            "are not names",
+        ),
+        (
+            "secrets:\n  - name: \"@\"\n    kind: ascii\n",
+            "secrets[0].name",
+            "are not names",
+        ),
+        (
+            "images:\n  - name: \"@\"\n",
+            "images[0].name",
+            "are not names",
+        ),
+        (
+            "volumes:\n  - name: \"@\"\n",
+            "volumes[0].name",
+            "are not names",
+        ),
+        (
+            "images:\n  - name: i\n    injection_files:\n      - path: \"/etc/@/passwd\"\n",
+            "images[0].injection_files[0].path",
+            "component",
+        ),
+        (
+            "images:\n  - name: i\n    injection_files: [\"/@/x\"]\n",
+            "images[0].injection_files[0].path",
+            "component",
+        ),
+        (
+            "volumes: [{name: v}]\nimages:\n  - name: i\n    volumes: [{name: v, path: \"/data/@\"}]\n",
+            "images[0].volumes[0].path",
+            "component",
+        ),
+        (
+            "volumes: [{name: v}]\nimages:\n  - name: i\n    volumes: [{name: \"@\", path: /data}]\n",
+            "images[0].volumes[0].name",
+            "is not defined",
+        ),
+        (
+            "services:\n  - name: s\n    image_name: \"@\"\n",
+            "services[0].image_name",
+            "is not defined",
+        ),
+        (
+            "images:\n  - name: i\n    provide_secrets: [\"@\"]\n",
+            "images[0].provide_secrets[0]",
+            "is not defined",
+        ),
+        (
+            "secrets:\n  - name: c\n    kind: x509\n    private_key: \"@\"\n",
+            "secrets[0].private_key",
+            "is not defined",
+        ),
+        (
+            "secrets:\n  - name: c\n    kind: x509\n    private_key: k\n    issuer: \"@\"\n  - name: k\n    kind: private-key\n",
+            "secrets[0].issuer",
+            "is not defined",
+        ),
+        (
+            "secrets:\n  - name: a\n    kind: ascii\n    import: {session: other, secret: \"@\"}\n",
+            "secrets[0].import.secret",
+            "are not names",
+        ),
+        (
+            "secrets:\n  - name: a\n    kind: ascii\n    import: {session: \"ns/@\", secret: a}\n",
+            "secrets[0].import.session",
+            "no `/`-separated part",
+        ),
+        (
+            "secrets:\n  - name: a\n    kind: ascii\n    export: [{session: \"@/x\"}]\n",
+            "secrets[0].export[0].session",
+            "no `/`-separated part",
+        ),
+        (
+            "secrets:\n  - name: a\n    kind: ascii\n    export: [{namespace: \"@\"}]\n",
+            "secrets[0].export[0].namespace",
+            "no `/`-separated part",
+        ),
+        (
+            "volumes:\n  - name: v\n    export: [{session: other, volume_alias: \"@\"}]\n",
+            "volumes[0].export[0].volume_alias",
+            "are not names",
+        ),
+        (
+            "volumes:\n  - name: v\n    export: [{session: \"a/@\"}]\n",
+            "volumes[0].export[0].session",
+            "no `/`-separated part",
+        ),
+        (
+            "volumes:\n  - name: v\n    import: {session: other, volume: \"@\"}\n",
+            "volumes[0].import.volume",
+            "are not names",
+        ),
+        (
+            "volumes:\n  - name: v\n    import: {session: \"@\", volume: v}\n",
+            "volumes[0].import.session",
+            "no `/`-separated part",
+        ),
+    ];
+    for dot in [".", ".."] {
+        for (body, path, part) in table {
+            let doc = format!("{HEAD}{}", body.replace('@', dot));
+            // The same document with an ordinary name is valid: the dot is what is refused.
+            let fine = format!("{HEAD}{}", body.replace('@', "n"));
+            let fine = fine.replace("\"/n/x\"", "\"/x\"");
+            if let Err(e) = parse("fine.yaml", &fine) {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("is not defined") && part.contains("is not defined"),
+                    "{fine}\n{msg}"
+                );
+            }
+            let e = parse("dot.yaml", &doc).unwrap_err();
+            let PolicyError::Invalid(d) = &e else {
+                panic!("{e}")
+            };
+            assert!(
+                d.0.iter().any(|d| d.path == *path
+                    && d.message.contains(part)
+                    && d.message.contains(&format!("`{dot}"))),
+                "{path} with `{dot}`: {e}\n{doc}"
+            );
+        }
+        // Session names: the whole name and a part of it.
+        for name in [dot.to_string(), format!("a/{dot}/b"), format!("a/{dot}")] {
+            let e = parse("n.yaml", &format!("name: \"{name}\"\nversion: \"0.3\"\n")).unwrap_err();
+            let PolicyError::Invalid(d) = &e else {
+                panic!("{e}")
+            };
+            assert!(
+                d.0.iter()
+                    .any(|d| d.path == "name" && d.message.contains("are not names")),
+                "{name}: {e}"
+            );
+        }
+    }
+    // Dots inside names stay allowed.
+    parse(
+        "ok.yaml",
+        &format!("{HEAD}volumes: [{{name: v.1}}, {{name: ...}}, {{name: .hidden}}]\n"),
+    )
+    .unwrap();
+}

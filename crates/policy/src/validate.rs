@@ -1,4 +1,5 @@
-//! Semantic checks on a converted session: names, uniqueness, references, attestation factors,
+//! Semantic checks on a converted session: names (`.` and `..` are refused as item names,
+//! references, session-name parts and path components), uniqueness, references, attestation factors,
 //! exclusive keys and placeholders (secret exists, format valid for its kind, no raw binary in
 //! arguments or environment).
 
@@ -13,8 +14,17 @@ pub const MAX_NAME_LEN: usize = 512;
 /// Longest name segment.
 pub const MAX_SEGMENT_LEN: usize = 128;
 
+/// `.` and `..` are never names: as a path part they mean "here" and "the parent", so a volume,
+/// service, secret or image named so (or a session name part) could address something else.
+fn is_dot(s: &str) -> bool {
+    s == "." || s == ".."
+}
+
+const DOT_NAME: &str = "`.` and `..` are not names (they mean this and the parent directory)";
+
 fn segment_ok(s: &str) -> bool {
-    (1..=MAX_SEGMENT_LEN).contains(&s.len())
+    !is_dot(s)
+        && (1..=MAX_SEGMENT_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~'))
 }
@@ -27,6 +37,12 @@ pub fn check_session_name(name: &str) -> Result<(), String> {
         ));
     }
     for seg in name.split('/') {
+        if is_dot(seg) {
+            return Err(format!(
+                "invalid session name `{}`: {DOT_NAME}; no `/`-separated part may be `.` or `..`",
+                clip(name)
+            ));
+        }
         if !segment_ok(seg) {
             return Err(format!(
                 "invalid session name `{}`: each `/`-separated part must be 1 to {MAX_SEGMENT_LEN} characters of A-Z a-z 0-9 _ - . ~",
@@ -39,6 +55,9 @@ pub fn check_session_name(name: &str) -> Result<(), String> {
 
 /// Why an item name (service, secret, image, volume) is invalid, if it is.
 pub fn check_item_name(name: &str) -> Result<(), String> {
+    if is_dot(name) {
+        return Err(format!("invalid name `{name}`: {DOT_NAME}"));
+    }
     if segment_ok(name) {
         Ok(())
     } else {
@@ -185,8 +204,91 @@ fn unique<'a>(cx: &mut Cx, what: &str, base: &str, names: impl Iterator<Item = &
     }
 }
 
+/// A reference to a named item (an imported secret or volume, a volume alias) that is `.` or `..`.
+fn dot_reference(cx: &mut Cx, path: &str, name: &str) {
+    if is_dot(name) {
+        cx.err_at(path, format!("invalid name `{name}`: {DOT_NAME}"));
+    }
+}
+
+/// A session name in a reference (import, export) with a `.` or `..` part.
+fn dot_session(cx: &mut Cx, path: &str, name: &str) {
+    if name.split('/').any(is_dot) {
+        cx.err_at(
+            path,
+            format!(
+                "invalid session name `{}`: {DOT_NAME}; no `/`-separated part may be `.` or `..`",
+                clip(name)
+            ),
+        );
+    }
+}
+
+/// An absolute path in the program's view with a `.` or `..` component.
+fn dot_path(cx: &mut Cx, path: &str, what: &str, p: &str) {
+    if p.split('/').any(is_dot) {
+        cx.err_at(
+            path,
+            format!(
+                "{what} `{}` has a `.` or `..` component; write the path without them",
+                clip(p)
+            ),
+        );
+    }
+}
+
+/// `.`/`..` checks of the names, references and paths that are not item names.
+fn dot_names(cx: &mut Cx, s: &Session) {
+    for (i, sec) in s.secrets.iter().enumerate() {
+        let base = format!("secrets[{i}]");
+        if let Some(im) = &sec.import {
+            dot_session(cx, &format!("{base}.import.session"), &im.session);
+            dot_reference(cx, &format!("{base}.import.secret"), &im.secret);
+        }
+        for (j, e) in sec.export.iter().enumerate() {
+            if let Some(n) = &e.session {
+                dot_session(cx, &format!("{base}.export[{j}].session"), n);
+            }
+            if let Some(n) = &e.namespace {
+                dot_session(cx, &format!("{base}.export[{j}].namespace"), n);
+            }
+        }
+    }
+    for (i, img) in s.images.iter().enumerate() {
+        for (j, f) in img.injection_files.iter().enumerate() {
+            dot_path(
+                cx,
+                &format!("images[{i}].injection_files[{j}].path"),
+                "injection file path",
+                &f.path,
+            );
+        }
+        for (j, v) in img.volumes.iter().enumerate() {
+            dot_path(
+                cx,
+                &format!("images[{i}].volumes[{j}].path"),
+                "volume path",
+                &v.path,
+            );
+        }
+    }
+    for (i, v) in s.volumes.iter().enumerate() {
+        for (j, e) in v.export.iter().enumerate() {
+            dot_session(cx, &format!("volumes[{i}].export[{j}].session"), &e.session);
+            if let Some(a) = &e.volume_alias {
+                dot_reference(cx, &format!("volumes[{i}].export[{j}].volume_alias"), a);
+            }
+        }
+        if let Some(im) = &v.import {
+            dot_session(cx, &format!("volumes[{i}].import.session"), &im.session);
+            dot_reference(cx, &format!("volumes[{i}].import.volume"), &im.volume);
+        }
+    }
+}
+
 /// Check a converted session, adding errors to `cx`.
 pub(crate) fn validate(cx: &mut Cx, s: &Session) {
+    dot_names(cx, s);
     if let Err(e) = check_session_name(&s.name) {
         cx.err_at("name", e);
     }

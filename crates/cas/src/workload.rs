@@ -5,29 +5,29 @@
 //! 1. `POST /v1/workload/nonce` → a nonce (32 random bytes, single use, TTL ≤ 60 s, at most
 //!    [`NONCES_PER_PEER`] outstanding per remote address).
 //! 2. `POST /v1/workload/attest` with `session/service[@otp]`, the tier and the evidence:
-//!    the checks in [`attest`], in the documented order; the answer carries argv,
+//!    the checks in `attest.rs`, in the documented order; the answer carries argv,
 //!    environment, pwd, injection files, code region and volumes (keys, recorded tags, update
 //!    policies) plus an instance token.
 //! 3. `POST /v1/workload/tags`: compare-and-swap of a volume's (or the code region's) tag with
 //!    the instance token; `POST /v1/workload/heartbeat` renews the instance's leases;
-//!    `POST /v1/workload/exit` releases them ([`state`]).
+//!    `POST /v1/workload/exit` releases them (`state.rs`).
 //!
 //! Owner-only routes on the client API (decision 12): `POST /v1/nodes` registers a LAS node
 //! key, `GET /v1/nodes` lists them, `DELETE /v1/nodes/{key_hash}` revokes one ([`routes`],
 //! [`nodes`]).
 //!
-//! Modules: [`routes`] (axum handlers and the route tables), [`attest`] (the attest flow, one
-//! function per step), [`state`] (running instances, leases and their drop guard, tag
+//! Modules: [`routes`] (axum handlers and the route tables), `attest` (the attest flow, one
+//! function per step), `state` (running instances, leases and their drop guard, tag
 //! updates, heartbeat, exit), [`build`] (session → configuration; pure), [`tags`] (tag state
 //! machine and leases; pure), [`nodes`] (node records). This file holds the shared state
 //! ([`Workload`]) and its store helpers. Errors are [`ApiError`]s: status and code come from
 //! the one table in `crate::error`.
 
-pub mod attest;
+mod attest;
 pub mod build;
 pub mod nodes;
 pub mod routes;
-pub mod state;
+mod state;
 pub mod tags;
 
 use std::sync::{Arc, RwLock};

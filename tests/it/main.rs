@@ -5,6 +5,7 @@
 // allow-unwrap-in-tests covers only the #[test] functions of an integration-test crate).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attacks;
 mod audit;
 mod cas;
 mod coderegion;

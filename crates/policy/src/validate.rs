@@ -1,5 +1,6 @@
 //! Semantic checks on a converted session: names (`.` and `..` are refused as item names,
-//! references, session-name parts and path components), uniqueness, references, attestation factors,
+//! references to items, parts of the session's name and path components; relative session
+//! names such as `../frontend` in imports and exports stay allowed), uniqueness, references, attestation factors,
 //! exclusive keys and placeholders (secret exists, format valid for its kind, no raw binary in
 //! arguments or environment).
 
@@ -211,19 +212,6 @@ fn dot_reference(cx: &mut Cx, path: &str, name: &str) {
     }
 }
 
-/// A session name in a reference (import, export) with a `.` or `..` part.
-fn dot_session(cx: &mut Cx, path: &str, name: &str) {
-    if name.split('/').any(is_dot) {
-        cx.err_at(
-            path,
-            format!(
-                "invalid session name `{}`: {DOT_NAME}; no `/`-separated part may be `.` or `..`",
-                clip(name)
-            ),
-        );
-    }
-}
-
 /// An absolute path in the program's view with a `.` or `..` component.
 fn dot_path(cx: &mut Cx, path: &str, what: &str, p: &str) {
     if p.split('/').any(is_dot) {
@@ -237,21 +225,14 @@ fn dot_path(cx: &mut Cx, path: &str, what: &str, p: &str) {
     }
 }
 
-/// `.`/`..` checks of the names, references and paths that are not item names.
+/// `.`/`..` checks of the names, references and paths that are not item names. Session names
+/// in imports and exports are not checked: SCONE gives them relative to the session
+/// (`../frontend` is a sibling), and the CAS resolves them.
 fn dot_names(cx: &mut Cx, s: &Session) {
     for (i, sec) in s.secrets.iter().enumerate() {
         let base = format!("secrets[{i}]");
         if let Some(im) = &sec.import {
-            dot_session(cx, &format!("{base}.import.session"), &im.session);
             dot_reference(cx, &format!("{base}.import.secret"), &im.secret);
-        }
-        for (j, e) in sec.export.iter().enumerate() {
-            if let Some(n) = &e.session {
-                dot_session(cx, &format!("{base}.export[{j}].session"), n);
-            }
-            if let Some(n) = &e.namespace {
-                dot_session(cx, &format!("{base}.export[{j}].namespace"), n);
-            }
         }
     }
     for (i, img) in s.images.iter().enumerate() {
@@ -274,13 +255,11 @@ fn dot_names(cx: &mut Cx, s: &Session) {
     }
     for (i, v) in s.volumes.iter().enumerate() {
         for (j, e) in v.export.iter().enumerate() {
-            dot_session(cx, &format!("volumes[{i}].export[{j}].session"), &e.session);
             if let Some(a) = &e.volume_alias {
                 dot_reference(cx, &format!("volumes[{i}].export[{j}].volume_alias"), a);
             }
         }
         if let Some(im) = &v.import {
-            dot_session(cx, &format!("volumes[{i}].import.session"), &im.session);
             dot_reference(cx, &format!("volumes[{i}].import.volume"), &im.volume);
         }
     }

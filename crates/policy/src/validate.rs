@@ -1,8 +1,8 @@
 //! Semantic checks on a converted session: names (`.` and `..` are refused as item names,
 //! references to items, parts of the session's name and path components; relative session
-//! names such as `../frontend` in imports and exports stay allowed), uniqueness, references, attestation factors,
-//! exclusive keys and placeholders (secret exists, format valid for its kind, no raw binary in
-//! arguments or environment).
+//! names such as `../frontend` in imports and exports stay allowed), uniqueness, references,
+//! attestation factors, exclusive keys and placeholders (secret exists, format valid for its
+//! kind, no raw binary in arguments or environment).
 
 use std::collections::HashMap;
 

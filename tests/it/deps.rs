@@ -63,7 +63,13 @@ fn no_library_depends_on_the_binary() {
 
 #[test]
 fn the_foundation_knows_no_network_tls_or_server() {
-    for krate in ["veil-types", "veil-api", "veil-policy", "veil-attest", "veil-audit"] {
+    for krate in [
+        "veil-types",
+        "veil-api",
+        "veil-policy",
+        "veil-attest",
+        "veil-audit",
+    ] {
         assert_absent(krate, SERVERS, "it knows no network");
         assert_absent(krate, TLS, "it needs no TLS");
     }
@@ -84,7 +90,14 @@ fn the_cas_links_no_launcher_or_fuse_code() {
 fn the_launcher_links_no_server_code() {
     assert_absent(
         "veil-launcher",
-        &["axum", "redb", "veil-cas", "veil-las", "veil-secrets", "veil-policy"],
+        &[
+            "axum",
+            "redb",
+            "veil-cas",
+            "veil-las",
+            "veil-secrets",
+            "veil-policy",
+        ],
         "the launcher runs in every workload and is measured: it links no server",
     );
 }

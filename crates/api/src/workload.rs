@@ -359,7 +359,9 @@ mod tests {
         let bad_tag = serde_json::json!({"instance_token": "t", "volume": "v", "old_tag": null, "new_tag": "xyz"});
         assert!(serde_json::from_value::<TagUpdateRequest>(bad_tag).is_err());
         let bad_key = serde_json::json!({"name": "v", "path": "/v", "key": "00", "tag": null, "update_policy": "ephemeral"});
-        let e = serde_json::from_value::<VolumeGrant>(bad_key).err().map(|e| e.to_string());
+        let e = serde_json::from_value::<VolumeGrant>(bad_key)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("32-byte key")));
     }
 }

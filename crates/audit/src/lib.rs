@@ -253,11 +253,7 @@ impl EcdsaP256Signer {
 
 impl std::fmt::Debug for EcdsaP256Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "EcdsaP256Signer({})",
-            veil_types::key_hash(&self.spki)
-        )
+        write!(f, "EcdsaP256Signer({})", veil_types::key_hash(&self.spki))
     }
 }
 

@@ -554,3 +554,108 @@ fn an_sgx_quote_with_incomplete_collateral_says_what_is_missing() {
         "{e}"
     );
 }
+
+/// An SGX quote v4 laid out by hand from Intel's "Intel SGX and TDX ECDSA Quote Library API"
+/// (quote format v4: header, ISV enclave report body, signature data with certification data
+/// type 6 wrapping the QE report certification data, which wraps type 5 PEM data). There is
+/// no recorded SGX v4 quote.
+fn sgx_v4_quote(attributes0: u8, trailing: usize) -> Vec<u8> {
+    let mut q = Vec::new();
+    // Header (48 bytes).
+    q.extend_from_slice(&4u16.to_le_bytes()); // version
+    q.extend_from_slice(&2u16.to_le_bytes()); // attestation key type: ECDSA-256-with-P-256
+    q.extend_from_slice(&0u32.to_le_bytes()); // TEE type: SGX
+    q.extend_from_slice(&7u16.to_le_bytes()); // QE SVN
+    q.extend_from_slice(&13u16.to_le_bytes()); // PCE SVN
+    q.extend_from_slice(&hex::decode("939a7233f79c4ca9940a0db3957f0607").unwrap()); // QE vendor
+    q.extend_from_slice(&[0u8; 20]); // user data
+    assert_eq!(q.len(), 48);
+    // ISV enclave report body (384 bytes).
+    q.extend_from_slice(&[0x11; 16]); // CPUSVN
+    q.extend_from_slice(&0u32.to_le_bytes()); // MISCSELECT
+    q.extend_from_slice(&[0; 28]);
+    let mut attributes = [0u8; 16];
+    attributes[0] = attributes0;
+    attributes[8] = 0x03;
+    q.extend_from_slice(&attributes);
+    q.extend_from_slice(&[0xAA; 32]); // MRENCLAVE
+    q.extend_from_slice(&[0; 32]);
+    q.extend_from_slice(&[0xBB; 32]); // MRSIGNER
+    q.extend_from_slice(&[0; 96]);
+    q.extend_from_slice(&0x1234u16.to_le_bytes()); // ISVPRODID
+    q.extend_from_slice(&0x0102u16.to_le_bytes()); // ISVSVN
+    q.extend_from_slice(&[0; 60]);
+    q.extend_from_slice(&[0xCC; 64]); // REPORTDATA
+    assert_eq!(q.len(), 48 + 384);
+    // QE report certification data (the body of certification data type 6).
+    let pem = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+    let mut qe = Vec::new();
+    qe.extend_from_slice(&[0x22; 384]); // QE report
+    qe.extend_from_slice(&[0x33; 64]); // QE report signature
+    qe.extend_from_slice(&32u16.to_le_bytes()); // QE authentication data
+    qe.extend_from_slice(&[0x44; 32]);
+    qe.extend_from_slice(&5u16.to_le_bytes()); // type 5: PCK chain (PEM)
+    qe.extend_from_slice(&u32::try_from(pem.len()).unwrap().to_le_bytes());
+    qe.extend_from_slice(pem);
+    let mut sig = Vec::new();
+    sig.extend_from_slice(&[0x55; 64]); // ECDSA signature
+    sig.extend_from_slice(&[0x66; 64]); // attestation public key
+    sig.extend_from_slice(&6u16.to_le_bytes()); // type 6: QE report certification data
+    sig.extend_from_slice(&u32::try_from(qe.len()).unwrap().to_le_bytes());
+    sig.extend_from_slice(&qe);
+    q.extend_from_slice(&u32::try_from(sig.len()).unwrap().to_le_bytes());
+    q.extend_from_slice(&sig);
+    q.extend(std::iter::repeat_n(0u8, trailing));
+    q
+}
+
+#[test]
+fn an_sgx_v4_quote_from_the_specification_parses_but_does_not_verify() {
+    let q = sgx_v4_quote(0x05, 0);
+    let claims = inspect(&q).unwrap();
+    let c = claims.unverified_claims();
+    assert_eq!((c.tier, c.version), (HwTier::Sgx, 4));
+    let Measurements::Sgx(m) = &c.measurements else {
+        panic!("not SGX: {:?}", c.measurements)
+    };
+    assert_eq!(m.mrenclave, [0xAA; 32]);
+    assert_eq!(m.mrsigner, [0xBB; 32]);
+    assert_eq!((m.isv_prod_id, m.isv_svn), (0x1234, 0x0102));
+    assert_eq!(c.report_data, [0xCC; 64]);
+    assert!(!c.debug, "attributes 0x05: INIT | MODE64BIT, not DEBUG");
+    assert_eq!(c.trailing_bytes, 0);
+    assert_eq!(c.evidence_digest, Digest32::of(&q[..48 + 384]));
+
+    // The DEBUG attribute (bit 1) is flagged; padding is counted.
+    let q = sgx_v4_quote(0x07, 12);
+    let c = inspect(&q).unwrap();
+    assert!(c.unverified_claims().debug);
+    assert_eq!(c.unverified_claims().trailing_bytes, 12);
+
+    // dcap-qvl verifies SGX quotes of version 3 only: a v4 quote is refused as such, before
+    // any collateral is looked at.
+    let r = row("sgx/mobilecoin-hw-quote");
+    let e = verify(&q, &collateral(&r), r.time).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HwError::UnsupportedVersion {
+                tier: HwTier::Sgx,
+                version: 4
+            }
+        ),
+        "{e}"
+    );
+    // Cut inside the certification data: malformed.
+    let e = inspect(&q[..q.len() - 40]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HwError::Malformed {
+                tier: HwTier::Sgx,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

@@ -184,6 +184,12 @@ fn classify(e: &anyhow::Error, tier: HwTier, tcb_info: &str, fmspc: Option<&str>
         HwError::CollateralNotFresh { detail: full }
     } else if has("CrlExpired") || has("CrlNotValidYet") {
         HwError::CrlNotFresh { detail: full }
+    } else if has("UnknownRevocationStatus") {
+        HwError::BadCollateral {
+            detail: format!(
+                "no CRL covers a certificate of the chain (is pck_crl.der the CRL of the CA that issued the quote's PCK certificate?): {full}"
+            ),
+        }
     } else if has("CertRevoked") {
         HwError::Revoked { detail: full }
     } else if has("CertExpired") || has("CertNotValidYet") {

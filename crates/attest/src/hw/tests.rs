@@ -659,3 +659,26 @@ fn an_sgx_v4_quote_from_the_specification_parses_but_does_not_verify() {
         "{e}"
     );
 }
+
+#[test]
+fn the_crl_of_another_pck_ca_is_refused() {
+    // MobileCoin's PCK cert is issued by the Processor CA; Occlum's CRL is the Platform CA's.
+    let r = row("sgx/mobilecoin-hw-quote");
+    let mut files = files_of(&r.dir);
+    let other = std::fs::read(vectors().join("sgx/occlum-platform-quote/pck_crl.der")).unwrap();
+    for (n, b) in &mut files {
+        if n == "pck_crl.der" {
+            *b = other.clone();
+        }
+    }
+    let e = verify(
+        &evidence(&r),
+        &HwCollateral::from_files(&files).unwrap(),
+        r.time,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, HwError::BadCollateral { detail } if detail.contains("no CRL covers")),
+        "{e}"
+    );
+}

@@ -301,8 +301,12 @@ fn persistence_kill9_plaintext_and_tampering() {
     let cfg_path = a.home.path().join(".veil/config.json");
     std::fs::remove_file(&cfg_path).unwrap();
     a.attest(&cas);
+    // `session read` redacts secret values (decision 22); `verify` proves the stored document,
+    // value included, is the one uploaded.
     let yaml = a.ok(&["session", "read", &format!("persist-{marker}")]);
-    assert!(yaml.contains(&format!("{marker}Value")));
+    assert!(yaml.contains(&format!("name: persist-{marker}")), "{yaml}");
+    assert!(yaml.contains("$$VEIL::REDACTED$$"), "{yaml}");
+    assert!(!yaml.contains(&format!("{marker}Value")), "{yaml}");
     assert_eq!(hash_of(&a.ok(&["session", "verify", &f])), h);
     for name in &acked {
         a.ok(&["session", "read", name]);
@@ -331,7 +335,8 @@ fn persistence_kill9_plaintext_and_tampering() {
             a.attest(&cas);
             let o = a.run(&["session", "read", &format!("persist-{marker}")]);
             if o.status.success() {
-                assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{marker}Value")));
+                assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("persist-{marker}")));
+                assert_eq!(hash_of(&a.ok(&["session", "verify", &f])), h);
             } else {
                 let e = String::from_utf8_lossy(&o.stderr);
                 assert!(e.contains("failed authentication"), "{e}");

@@ -152,7 +152,8 @@ pub fn verify(a: UploadArgs) -> anyhow::Result<ExitCode> {
             }
         })
     })?;
-    let active = veil_policy::parse("active session", &yaml)
+    // `session read` output is redacted (decision 22): only creator and predecessor are used.
+    let active = veil_policy::parse_read_back("active session", &yaml)
         .context("the CAS returned a session that does not parse")?;
     let creator_hash = match &active.creator {
         Some(veil_policy::Creator::Certificate { pem }) => {

@@ -14,6 +14,7 @@ use crate::hash::Digest32;
 use crate::measure::{Target, measurement};
 use crate::reference::{FactorSet, Factors, ReferenceValues};
 use crate::time::UnixTime;
+use veil_types::Measurement;
 
 /// Endorsements a tier needs besides the trust anchors (RATS "endorsements"). `sim` and `node`
 /// need none; hardware tiers will add their certificate chains, CRLs and TCB data here.
@@ -77,7 +78,7 @@ impl Default for TrustAnchors {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     /// The measurement (matched against `mrenclave`).
-    pub measurement: Digest32,
+    pub measurement: Measurement,
     /// SHA-256 of the launcher executable.
     pub launcher_hash: Digest32,
     /// What the launcher runs.
@@ -167,9 +168,9 @@ pub enum FactorMismatch {
     /// MRENCLAVE not in the accepted list.
     Measurement {
         /// What the evidence has.
-        got: Digest32,
+        got: Measurement,
         /// What the variant accepts.
-        want: Vec<Digest32>,
+        want: Vec<Measurement>,
     },
     /// A signer factor, but the tier has no signer.
     NoSigner {
@@ -598,7 +599,7 @@ mod tests {
             hash: Digest32::of(b"program"),
         }
     }
-    fn good_measurement() -> Digest32 {
+    fn good_measurement() -> Measurement {
         measurement(&launcher(), &program())
     }
     fn rd() -> ReportData {
@@ -639,7 +640,7 @@ mod tests {
         }
     }
 
-    fn rv(m: Vec<Digest32>) -> ReferenceValues {
+    fn rv(m: Vec<Measurement>) -> ReferenceValues {
         ReferenceValues::from_policy(vec![FactorSet::mrenclave(m)], vec![])
     }
 
@@ -754,8 +755,8 @@ mod tests {
             ),
             (
                 "inconsistent measurement",
-                Evidence::Node(node_evidence(&n, |c| c.measurement = wrong)),
-                rv(vec![wrong]),
+                Evidence::Node(node_evidence(&n, |c| c.measurement = wrong.into())),
+                rv(vec![wrong.into()]),
                 anchors(&n),
                 Some("attestation_bad_evidence"),
             ),
@@ -787,7 +788,7 @@ mod tests {
             (
                 "wrong mrenclave",
                 Evidence::Node(node_evidence(&n, |_| {})),
-                rv(vec![wrong]),
+                rv(vec![wrong.into()]),
                 anchors(&n),
                 Some("attestation_factor_mismatch"),
             ),
@@ -820,14 +821,14 @@ mod tests {
     fn sim_table() {
         let good = Evidence::Sim(SimEvidence::new(launcher(), program(), rd()));
         let mut lying = SimEvidence::new(launcher(), program(), rd());
-        lying.measurement = Digest32::of(b"claimed");
+        lying.measurement = Digest32::of(b"claimed").into();
         let unbound = Evidence::Sim(SimEvidence::new(launcher(), program(), ReportData([0; 64])));
         let an = TrustAnchors::default();
         assert!(run(&good, &rv(vec![good_measurement()]), &an).is_ok());
         assert_eq!(
             run(
                 &Evidence::Sim(lying),
-                &rv(vec![Digest32::of(b"claimed")]),
+                &rv(vec![Digest32::of(b"claimed").into()]),
                 &an
             )
             .map(|_| ()),
@@ -859,8 +860,8 @@ mod tests {
     #[test]
     fn factor_matching_all_of_map_any_of_list() {
         let m = good_measurement();
-        let x = Digest32::of(b"x");
-        let y = Digest32::of(b"y");
+        let x = Measurement::from(Digest32::of(b"x"));
+        let y = Measurement::from(Digest32::of(b"y"));
         let signer = SignerFactor {
             mrsigner: Digest32::of(b"s"),
             isvprodid: 1,
@@ -936,7 +937,7 @@ mod tests {
     #[test]
     fn scone_failure_chains() {
         let got = good_measurement();
-        let want = Digest32::of(b"want");
+        let want = Measurement::from(Digest32::of(b"want"));
         let ev = Evidence::Sim(SimEvidence::new(launcher(), program(), rd()));
         let err = run(&ev, &rv(vec![want]), &TrustAnchors::default()).expect_err("must fail");
         assert_eq!(

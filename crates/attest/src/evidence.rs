@@ -8,6 +8,7 @@ use crate::binding::ReportData;
 use crate::hash::Digest32;
 use crate::measure::{Target, measurement};
 use crate::time::UnixTime;
+use veil_types::Measurement;
 
 /// Attestation tiers (design notes: names are part of the interface).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -87,7 +88,7 @@ pub struct SimEvidence {
     /// What it will run.
     pub target: Target,
     /// The measurement (must equal `measurement(launcher_hash, target)`).
-    pub measurement: Digest32,
+    pub measurement: Measurement,
     /// The binding to the nonce and TLS key.
     pub report_data: ReportData,
 }
@@ -119,7 +120,7 @@ pub struct NodeClaims {
     /// What the launcher says it will run (the program hash is the measured launcher's word).
     pub target: Target,
     /// `measurement(launcher_hash, target)`.
-    pub measurement: Digest32,
+    pub measurement: Measurement,
     /// The binding to the nonce and TLS key, as the process asked.
     pub report_data: ReportData,
 }

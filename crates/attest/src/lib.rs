@@ -38,3 +38,4 @@ pub use measure::{Target, measurement};
 pub use nonce::{NonceError, NonceLimits, NonceStore};
 pub use reference::{FactorSet, Factors, ReferenceValues, SignerFactor};
 pub use time::UnixTime;
+pub use veil_types::Measurement;

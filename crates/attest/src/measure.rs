@@ -12,6 +12,7 @@ use std::io;
 use std::path::Path;
 
 use crate::hash::Digest32;
+use veil_types::Measurement;
 
 /// Domain string of a launcher + program measurement.
 pub const MEASURE_DOMAIN: &[u8] = b"veil-measure-v1";
@@ -32,13 +33,13 @@ pub enum Target {
 }
 
 /// The measurement of `launcher_hash` running `target`.
-pub fn measurement(launcher_hash: &Digest32, target: &Target) -> Digest32 {
-    match target {
+pub fn measurement(launcher_hash: &Digest32, target: &Target) -> Measurement {
+    Measurement::from(match target {
         Target::Program { hash } => {
             Digest32::of_parts(&[MEASURE_DOMAIN, &launcher_hash.0, &hash.0])
         }
         Target::Envcas => Digest32::of_parts(&[MEASURE_ENVCAS_DOMAIN, &launcher_hash.0]),
-    }
+    })
 }
 
 /// SHA-256 of the file at `path`.
@@ -59,11 +60,14 @@ mod tests {
         buf.extend_from_slice(&p.0);
         assert_eq!(
             measurement(&l, &Target::Program { hash: p }),
-            Digest32::of(&buf)
+            Measurement::from(Digest32::of(&buf))
         );
         let mut buf = b"veil-measure-envcas-v1".to_vec();
         buf.extend_from_slice(&l.0);
-        assert_eq!(measurement(&l, &Target::Envcas), Digest32::of(&buf));
+        assert_eq!(
+            measurement(&l, &Target::Envcas),
+            Measurement::from(Digest32::of(&buf))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! closed.
 
 use crate::hash::Digest32;
+use veil_types::Measurement;
 
 /// The SGX signer factor (`signer: {mrsigner, isvprodid, isvsvn | isvsvn_min/isvsvn_max}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +26,14 @@ pub struct SignerFactor {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FactorSet {
     /// Accepted measurements (`mrenclave`, a value or a list); empty = factor absent.
-    pub mrenclave: Vec<Digest32>,
+    pub mrenclave: Vec<Measurement>,
     /// The signer factor, if present.
     pub signer: Option<SignerFactor>,
 }
 
 impl FactorSet {
     /// A map with only an `mrenclave` factor.
-    pub fn mrenclave(values: Vec<Digest32>) -> Self {
+    pub fn mrenclave(values: Vec<Measurement>) -> Self {
         Self {
             mrenclave: values,
             signer: None,
@@ -64,7 +65,7 @@ pub struct ReferenceValues {
 impl ReferenceValues {
     /// From a service's `attestation` variants (a map is a one-element list) and its legacy
     /// `mrenclaves`, which become one more variant when non-empty.
-    pub fn from_policy(attestation: Vec<FactorSet>, legacy_mrenclaves: Vec<Digest32>) -> Self {
+    pub fn from_policy(attestation: Vec<FactorSet>, legacy_mrenclaves: Vec<Measurement>) -> Self {
         let mut variants = attestation;
         if !legacy_mrenclaves.is_empty() {
             variants.push(FactorSet::mrenclave(legacy_mrenclaves));

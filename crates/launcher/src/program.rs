@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use veil_attest::{Digest32, Target, measurement};
+use veil_attest::{Digest32, Measurement, Target, measurement};
 
 use crate::error::{LauncherError, err};
 
@@ -85,7 +85,7 @@ pub fn launcher_hash() -> Result<Digest32, LauncherError> {
 }
 
 /// The measurement of this launcher running `target`.
-pub fn own_measurement(target: &Target) -> Result<Digest32, LauncherError> {
+pub fn own_measurement(target: &Target) -> Result<Measurement, LauncherError> {
     Ok(measurement(&launcher_hash()?, target))
 }
 
@@ -93,7 +93,7 @@ pub fn own_measurement(target: &Target) -> Result<Digest32, LauncherError> {
 pub fn offline_measurement(
     launcher: &Path,
     program: Option<&Path>,
-) -> Result<Digest32, LauncherError> {
+) -> Result<Measurement, LauncherError> {
     let lh = veil_attest::measure::hash_file(launcher).map_err(|e| {
         err(
             format!("Cannot read the launcher {}", launcher.display()),

@@ -92,7 +92,7 @@ pub fn reference_values(
                         field: field(),
                         msg: e.to_string(),
                     })?;
-            set.mrenclave.push(d);
+            set.mrenclave.push(d.into());
         }
         if let Some(s) = &v.signer {
             let field = format!("{base}.signer");

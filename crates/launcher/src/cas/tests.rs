@@ -86,7 +86,7 @@ fn start_cas(sessions: &[String], nodes: &[(&str, &[u8])]) -> TestCas {
 const DEBUG: &str = "security:\n  attestation:\n    tolerate: [debug-mode]\n";
 
 /// Session `s` with service `svc` expecting `mrenclave`; `security` as given.
-fn session(mrenclave: &Digest32, security: &str) -> String {
+fn session(mrenclave: &impl std::fmt::Display, security: &str) -> String {
     format!(
         "name: s\nversion: \"0.3\"\nservices:\n  - name: svc\n    image_name: img\n    mrenclaves: [{mrenclave}]\n    command: prog @@1\n    environment:\n      K: V\n    pwd: /\nimages:\n  - name: img\n    injection_files:\n      - path: /x\n        content: c\n{security}"
     )

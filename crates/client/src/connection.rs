@@ -141,7 +141,11 @@ impl Connection {
         pinned: Option<&str>,
         identity: Option<&Identity>,
     ) -> Result<Self, ClientError> {
-        let verifier = Arc::new(PinnedServerKey::new(pinned.map(String::from)));
+        let pinned = pinned
+            .map(|p| p.to_ascii_lowercase().parse::<veil_types::KeyHash>())
+            .transpose()
+            .map_err(|e| connect_err(addr, format!("the pinned CAS key: {e}")))?;
+        let verifier = Arc::new(PinnedServerKey::new(pinned));
         let seen = verifier.seen();
         let cfg = veil_identity::client_config(identity, verifier)?;
         let mut last = None;

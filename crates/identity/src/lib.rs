@@ -353,14 +353,14 @@ pub struct SeenServer {
 /// `veil cas attest --only-for-testing-trust-any`) any server key is accepted and recorded.
 #[derive(Debug)]
 pub struct PinnedServerKey {
-    pinned: Option<String>,
+    pinned: Option<veil_types::KeyHash>,
     seen: Arc<Mutex<SeenServer>>,
     algs: WebPkiSupportedAlgorithms,
 }
 
 impl PinnedServerKey {
     /// A verifier for the pinned key hash (`None` = accept any key and record it).
-    pub fn new(pinned: Option<String>) -> Self {
+    pub fn new(pinned: Option<veil_types::KeyHash>) -> Self {
         Self {
             pinned,
             seen: Arc::default(),
@@ -383,11 +383,11 @@ impl ServerCertVerifier for PinnedServerKey {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let hash =
-            key_hash_of_cert_der(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
-        let mismatch = self.pinned.as_deref().is_some_and(|p| p != hash);
+        let hash = veil_types::KeyHash::of_cert_der(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mismatch = self.pinned.is_some_and(|p| p != hash);
         if let Ok(mut seen) = self.seen.lock() {
-            seen.key_hash = Some(hash.clone());
+            seen.key_hash = Some(hash.to_hex());
             seen.mismatch = mismatch;
         }
         if mismatch {
@@ -536,6 +536,10 @@ mod tests {
         let id = Identity::generate("cas", &["localhost".into(), "127.0.0.1".into()]).unwrap();
         server_config(&id, Arc::new(AnyClientCert::new(false))).unwrap();
         client_config(Some(&id), Arc::new(PinnedServerKey::new(None))).unwrap();
-        client_config(None, Arc::new(PinnedServerKey::new(Some(id.key_hash())))).unwrap();
+        client_config(
+            None,
+            Arc::new(PinnedServerKey::new(Some(id.key_hash().parse().unwrap()))),
+        )
+        .unwrap();
     }
 }

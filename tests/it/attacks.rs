@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{CasProcess, assert_success, read_ports, veil, veil_bin};
+use crate::support::{
+    CasProcess, OpensslId, assert_success, json, msgs, read_ports, veil, veil_bin,
+};
 
 /// Address-space limit (KiB) of the processes attacked with the alias bomb: 1.2 GB, the limit
 /// under which the original report's CAS was killed.
@@ -167,64 +169,6 @@ impl Drop for LimitedCas {
     }
 }
 
-/// A certificate + key made by openssl; `combined` (key then certificate) is a veil identity.
-struct OpensslId {
-    cert: PathBuf,
-    key: PathBuf,
-    combined: PathBuf,
-}
-
-impl OpensslId {
-    fn new(dir: &Path, name: &str) -> Self {
-        let cert = dir.join(format!("{name}-cert.pem"));
-        let key = dir.join(format!("{name}-key.pem"));
-        let o = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-days", "2", "-subj", &format!("/CN={name}")])
-            .output()
-            .expect("openssl must be installed");
-        assert_success(&o);
-        let combined = dir.join(format!("{name}-identity.pem"));
-        let text =
-            std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&cert).unwrap();
-        std::fs::write(&combined, text).unwrap();
-        Self {
-            cert,
-            key,
-            combined,
-        }
-    }
-
-    /// veil's key hash of this certificate.
-    fn key_hash(&self) -> String {
-        let pem = std::fs::read_to_string(&self.cert).unwrap();
-        veil_identity::key_hash(&veil_identity::spki_from_cert_pem(&pem).unwrap())
-    }
-}
-
-/// Standard base64 (for curl's `--pinnedpubkey sha256//…`).
-fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 /// curl against the CAS's client API, pinned to its key; (status, body).
 fn curl(
     cas: &CasProcess,
@@ -232,53 +176,19 @@ fn curl(
     path: &str,
     body: Option<&Path>,
 ) -> (u16, String) {
-    let key: Vec<u8> = (0..cas.key_hash.len() / 2)
-        .map(|i| u8::from_str_radix(&cas.key_hash[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-k", "--max-time", "60", "--pinnedpubkey"])
-        .arg(format!("sha256//{}", b64(&key)))
-        .args(["-w", "\n%{http_code}"]);
-    if let Some(id) = id {
-        c.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
-    }
-    if let Some(b) = body {
-        c.args([
+    let url = format!("https://{}{path}", cas.api);
+    let mut args = vec!["--max-time", "60"];
+    let data = body.map(|b| format!("@{}", b.display()));
+    if let Some(data) = &data {
+        args.extend([
             "-H",
             "Content-Type: application/octet-stream",
             "--data-binary",
-        ])
-        .arg(format!("@{}", b.display()));
+            data,
+        ]);
     }
-    let o = c
-        .arg(format!("https://{}{path}", cas.api))
-        .output()
-        .expect("curl must be installed");
-    assert!(
-        o.status.success(),
-        "curl {path} failed: {}",
-        text(&o.stderr)
-    );
-    let out = String::from_utf8(o.stdout).unwrap();
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// The `msg` lines of an error body, joined.
-fn msgs(body: &str) -> String {
-    let v = json(body);
-    assert!(v["code"].is_string(), "no code: {body}");
-    v["msg"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no msg: {body}"))
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    args.push(&url);
+    crate::support::curl(cas, id, &args)
 }
 
 #[test]

@@ -1,123 +1,13 @@
 //! SCONE REST compatibility (issue 12): `curl` with certificates made by `openssl`, against a
 //! real CAS process; both surfaces (curl and `veil session`) see the same data; bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use crate::cas::Client;
-use crate::support::{CasProcess, assert_success};
-
-/// A certificate + key made by openssl (not by veil).
-struct OpensslId {
-    cert: PathBuf,
-    key: PathBuf,
-    /// key PEM followed by cert PEM: usable as a veil identity file.
-    combined: PathBuf,
-}
-
-fn openssl_id(dir: &Path, name: &str) -> OpensslId {
-    let cert = dir.join(format!("{name}-cert.pem"));
-    let key = dir.join(format!("{name}-key.pem"));
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-days", "2", "-subj", &format!("/CN={name}")])
-        .output()
-        .expect("openssl must be installed");
-    assert_success(&o);
-    let combined = dir.join(format!("{name}-identity.pem"));
-    let text = format!(
-        "{}{}",
-        std::fs::read_to_string(&key).unwrap(),
-        std::fs::read_to_string(&cert).unwrap()
-    );
-    std::fs::write(&combined, text).unwrap();
-    OpensslId {
-        cert,
-        key,
-        combined,
-    }
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
-fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// curl against the CAS, pinned to its key with --pinnedpubkey; returns (status, body).
-fn curl(cas: &CasProcess, id: Option<&OpensslId>, args: &[&str]) -> (u16, String) {
-    let pin = b64(&unhex(&cas.key_hash));
-    let mut c = Command::new("curl");
-    c.args([
-        "-sS",
-        "-k",
-        "--pinnedpubkey",
-        &format!("sha256//{pin}"),
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(id) = id {
-        c.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
-    }
-    let o = c.args(args).output().expect("curl must be installed");
-    assert!(
-        o.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = String::from_utf8(o.stdout).unwrap();
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
+use crate::support::{CasProcess, OpensslId, curl, json, msgs};
 
 fn url(cas: &CasProcess, path: &str) -> String {
     format!("https://{}{path}", cas.api)
-}
-
-fn msgs(body: &str) -> String {
-    let v = json(body);
-    assert!(v["code"].is_string(), "no code: {body}");
-    v["msg"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no msg: {body}"))
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
 
 #[test]
@@ -125,8 +15,8 @@ fn scone_surface_with_curl_and_openssl_certs() {
     let dir = tempfile::tempdir().unwrap();
     let cas_home = tempfile::tempdir().unwrap();
     let cas = CasProcess::start(cas_home.path(), &dir.path().join("cas"));
-    let alice = openssl_id(dir.path(), "alice");
-    let mallory = openssl_id(dir.path(), "mallory");
+    let alice = OpensslId::new(dir.path(), "alice");
+    let mallory = OpensslId::new(dir.path(), "mallory");
     let s1 = dir.path().join("s1.yaml");
     std::fs::write(&s1, "name: ci-app\nversion: \"0.3.10\"\n").unwrap();
 
@@ -330,7 +220,7 @@ fn bad_input_gets_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();
     let cas_home = tempfile::tempdir().unwrap();
     let cas = CasProcess::start(cas_home.path(), &dir.path().join("cas"));
-    let alice = openssl_id(dir.path(), "alice");
+    let alice = OpensslId::new(dir.path(), "alice");
     let post = |file: &Path| {
         curl(
             &cas,

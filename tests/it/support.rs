@@ -354,3 +354,105 @@ pub fn fuse_unusable() -> Option<String> {
     }
     None
 }
+
+/// A certificate + key made by openssl (not by veil); `combined` (key then certificate) is a
+/// veil identity file.
+pub struct OpensslId {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub combined: PathBuf,
+}
+
+impl OpensslId {
+    /// A self-signed P-256 certificate `CN=name` and its key, under `dir`.
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let cert = dir.join(format!("{name}-cert.pem"));
+        let key = dir.join(format!("{name}-key.pem"));
+        let o = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(["-days", "2", "-subj", &format!("/CN={name}")])
+            .output()
+            .expect("openssl must be installed");
+        assert_success(&o);
+        let combined = dir.join(format!("{name}-identity.pem"));
+        let text =
+            std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&cert).unwrap();
+        std::fs::write(&combined, text).unwrap();
+        Self {
+            cert,
+            key,
+            combined,
+        }
+    }
+
+    /// veil's key hash of this certificate.
+    pub fn key_hash(&self) -> String {
+        let pem = std::fs::read_to_string(&self.cert).unwrap();
+        veil_identity::key_hash(&veil_identity::spki_from_cert_pem(&pem).unwrap())
+    }
+}
+
+/// Standard base64 (for curl's `--pinnedpubkey sha256//…`).
+fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// curl against the CAS, pinned to its key with `--pinnedpubkey`, as `id` (if any), with the
+/// extra curl `args` (options and URL); returns (status, body).
+pub fn curl(cas: &CasProcess, id: Option<&OpensslId>, args: &[&str]) -> (u16, String) {
+    let key: Vec<u8> = (0..cas.key_hash.len() / 2)
+        .map(|i| u8::from_str_radix(&cas.key_hash[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-k", "--pinnedpubkey"])
+        .arg(format!("sha256//{}", b64(&key)))
+        .args(["-w", "\n%{http_code}"]);
+    if let Some(id) = id {
+        c.arg("--cert").arg(&id.cert).arg("--key").arg(&id.key);
+    }
+    let o = c.args(args).output().expect("curl must be installed");
+    assert!(
+        o.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+/// A JSON body (panics with the body if it is not JSON).
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The `msg` lines of an error body (which must have a `code`), joined with ` | `.
+pub fn msgs(body: &str) -> String {
+    let v = json(body);
+    assert!(v["code"].is_string(), "no code: {body}");
+    v["msg"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no msg: {body}"))
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

@@ -24,7 +24,6 @@
 //! Ephemeral volumes are always staged (their changes are discarded).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -35,6 +34,7 @@ use veil_types::SecretString;
 
 use crate::cas::{self, CasTarget};
 use crate::error::{LauncherError, err};
+use crate::exec::namespace::create_missing_dirs;
 
 /// Default directory of the backing stores.
 pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/veil/volumes";
@@ -324,22 +324,8 @@ impl OpenVolume {
     fn make_mount_point(&mut self) -> Result<PathBuf, LauncherError> {
         let path = PathBuf::from(&self.grant.path);
         let outer = self.outer();
-        let mut missing = Vec::new();
-        let mut cur = Some(path.as_path());
-        while let Some(d) = cur {
-            if d.exists() {
-                break;
-            }
-            missing.push(d.to_path_buf());
-            cur = d.parent();
-        }
-        for d in missing.into_iter().rev() {
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&d)
-                .map_err(|e| err(outer.clone(), format!("creating {}: {e}", d.display())))?;
-            self.created_dirs.push(d);
-        }
+        create_missing_dirs(&path, 0o755, |d| self.created_dirs.push(d))
+            .map_err(|(d, e)| err(outer.clone(), format!("creating {}: {e}", d.display())))?;
         if !path.is_dir() {
             return Err(err(outer, format!("{} is not a directory", path.display())));
         }

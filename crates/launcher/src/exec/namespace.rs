@@ -109,21 +109,33 @@ impl Undo {
 
     /// Create the missing directories up to and including `dir`, recording each.
     pub fn create_dirs(&mut self, dir: &Path, mode: u32) -> std::io::Result<()> {
-        let mut missing = Vec::new();
-        let mut cur = Some(dir);
-        while let Some(d) = cur {
-            if d.exists() {
-                break;
-            }
-            missing.push(d.to_path_buf());
-            cur = d.parent();
-        }
-        for d in missing.into_iter().rev() {
-            std::fs::DirBuilder::new().mode(mode).create(&d)?;
-            self.created_dir(&d);
-        }
-        Ok(())
+        create_missing_dirs(dir, mode, |d| self.created_dir(&d)).map_err(|(_, e)| e)
     }
+}
+
+/// Create the missing directories up to and including `dir`, outermost first, with `mode`,
+/// handing each to `created` once made. On failure: the directory that could not be created.
+pub fn create_missing_dirs(
+    dir: &Path,
+    mode: u32,
+    mut created: impl FnMut(PathBuf),
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(&d) {
+            Ok(()) => created(d),
+            Err(e) => return Err((d, e)),
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Undo {

@@ -133,6 +133,23 @@ pub(super) fn take_leases<'v>(
     Ok(())
 }
 
+/// The running instance `id`, marked as seen at `now`; `InstanceUnknown` (under `outer`) if
+/// there is none.
+fn seen<'a>(
+    instances: &'a mut HashMap<String, Instance>,
+    id: &str,
+    now: u64,
+    outer: &str,
+) -> Result<&'a mut Instance, ApiError> {
+    let inst = instances
+        .get_mut(id)
+        .ok_or_else(|| ApiError::InstanceUnknown {
+            outer: outer.to_string(),
+        })?;
+    inst.last_seen = now;
+    Ok(inst)
+}
+
 impl Workload {
     /// `POST /v1/workload/tags`: compare-and-swap of a volume's (or the code region's) tag.
     pub(super) async fn update_tag(
@@ -150,13 +167,7 @@ impl Workload {
         let now = now_ms();
         let mut running = self.running.lock().await;
         let running = &mut *running;
-        let inst = running
-            .instances
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::InstanceUnknown {
-                outer: outer.clone(),
-            })?;
-        inst.last_seen = now;
+        let inst = seen(&mut running.instances, &id, now, &outer)?;
         let state = if req.volume.is_empty() {
             inst.code.clone()
         } else {
@@ -228,13 +239,7 @@ impl Workload {
         let now = now_ms();
         let mut running = self.running.lock().await;
         let running = &mut *running;
-        let inst = running
-            .instances
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::InstanceUnknown {
-                outer: outer.to_string(),
-            })?;
-        inst.last_seen = now;
+        let inst = seen(&mut running.instances, &id, now, outer)?;
         let volumes = inst.volumes.iter().map(|(n, v)| (n.as_str(), v.policy));
         take_leases(&mut running.leases, outer, &inst.session, volumes, &id, now)?;
         Ok(HeartbeatResponse {

@@ -750,33 +750,27 @@ mod tests {
         let (st, v) = call(&router, "POST", "/v1/workload/nonce", Some(&launcher), "").await;
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["nonce"].as_str().map(str::len), Some(64));
+        // `POST /v1/workload/tags` by the launcher: volume V1 of instance "t" to `new_tag`.
+        let post_tag = async |new_tag: &str| {
+            let body = serde_json::json!({
+                "instance_token": "t", "volume": "V1", "old_tag": null, "new_tag": new_tag
+            });
+            call(
+                &router,
+                "POST",
+                "/v1/workload/tags",
+                Some(&launcher),
+                &body.to_string(),
+            )
+            .await
+        };
         // A malformed tag is refused when the body is read.
-        let body = serde_json::json!({
-            "instance_token": "t", "volume": "V1", "old_tag": null, "new_tag": "nothex"
-        });
-        let (st, v) = call(
-            &router,
-            "POST",
-            "/v1/workload/tags",
-            Some(&launcher),
-            &body.to_string(),
-        )
-        .await;
+        let (st, v) = post_tag("nothex").await;
         let e = error(v);
         assert_eq!((st, e.code.as_str()), (400, "invalid_request"));
         assert_eq!(e.msg[0], "Cannot update a volume tag");
         // A well-formed update with an unknown token.
-        let body = serde_json::json!({
-            "instance_token": "t", "volume": "V1", "old_tag": null, "new_tag": "a".repeat(32)
-        });
-        let (st, v) = call(
-            &router,
-            "POST",
-            "/v1/workload/tags",
-            Some(&launcher),
-            &body.to_string(),
-        )
-        .await;
+        let (st, v) = post_tag(&"a".repeat(32)).await;
         assert_eq!((st, error(v).code.as_str()), (403, "instance_unknown"));
         let big = "x".repeat(crate::workload::MAX_WORKLOAD_BODY + 1);
         let (st, v) = call(&router, "POST", "/v1/workload/exit", Some(&launcher), &big).await;

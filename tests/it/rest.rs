@@ -215,6 +215,125 @@ fn scone_surface_with_curl_and_openssl_certs() {
     assert!(err.contains("Session not found"), "{err}");
 }
 
+/// Issue 16 (oracles): without a certificate, `GET /v1/values/…` must not tell an attacker
+/// whether a session exists. A session that never existed answers exactly like one that
+/// exports nothing public (status and body); for `secret=S` the only difference is the session
+/// name the request itself carries in SCONE's message. Public values are still served.
+#[test]
+fn public_values_are_no_session_existence_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cas_home = tempfile::tempdir().unwrap();
+    let cas = CasProcess::start(cas_home.path(), &dir.path().join("cas"));
+    let alice = OpensslId::new(dir.path(), "alice");
+    let upload = |file: &str, yaml: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let (st, body) = curl(
+            &cas,
+            Some(&alice),
+            &[
+                "--data-binary",
+                &format!("@{}", path.display()),
+                &url(&cas, "/session"),
+            ],
+        );
+        assert!(st == 200 || st == 201, "{st} {body}");
+    };
+    // Exists, exports nothing public (one generated, one literal non-public secret).
+    upload(
+        "quiet.yaml",
+        "name: oracle-quiet\nversion: \"0.3.10\"\nsecrets:\n  - name: hidden\n    kind: ascii\n    size: 12\n  - name: plain\n    kind: ascii\n    value: notpublic\n",
+    );
+    // Exists, exports one public value.
+    upload(
+        "open.yaml",
+        "name: oracle-open\nversion: \"0.3.10\"\nsecrets:\n  - name: greeting\n    kind: ascii\n    value: hello42\n    export_public: true\n  - name: hidden\n    kind: ascii\n    size: 12\n",
+    );
+    let get = |path: &str| curl(&cas, None, &[&url(&cas, path)]);
+
+    // `session=X`: existing-but-nothing-public and never-existed are byte-identical.
+    let quiet = get("/v1/values/session=oracle-quiet");
+    let ghost = get("/v1/values/session=oracle-ghost");
+    assert_eq!(quiet.0, 200, "{}", quiet.1);
+    assert_eq!(
+        json(&quiet.1),
+        serde_json::json!({"values": {}}),
+        "{}",
+        quiet.1
+    );
+    assert_eq!(
+        ghost, quiet,
+        "an absent session must answer like one with nothing public"
+    );
+    // Namespaced names too.
+    assert_eq!(get("/v1/values/session=oracle-ghost/child"), quiet);
+
+    // `session=X,secret=S`: S non-public, S absent, X absent: one status and code, SCONE's
+    // messages; the bodies differ only by the requested session name.
+    let refused = get("/v1/values/session=oracle-quiet,secret=hidden");
+    assert_eq!(refused.0, 404, "{}", refused.1);
+    assert_eq!(
+        json(&refused.1)["code"],
+        "secret_not_visible",
+        "{}",
+        refused.1
+    );
+    assert_eq!(
+        json(&refused.1)["msg"],
+        serde_json::json!([
+            "Failed to read value 'hidden' of '/session=oracle-quiet' requested by a public client",
+            "Secret does not exist or is not visible for a public client"
+        ]),
+        "{}",
+        refused.1
+    );
+    let as_quiet = |(st, body): (u16, String), name: &str| {
+        (
+            st,
+            body.replace(&format!("/session={name}'"), "/session=oracle-quiet'"),
+        )
+    };
+    for (path, name) in [
+        (
+            "/v1/values/session=oracle-ghost,secret=hidden",
+            "oracle-ghost",
+        ),
+        (
+            "/v1/values/session=oracle-open,secret=hidden",
+            "oracle-open",
+        ),
+    ] {
+        let r = get(path);
+        assert_ne!(
+            r.1, refused.1,
+            "the message names the requested session: {}",
+            r.1
+        );
+        assert_eq!(as_quiet(r, name), refused, "{path}");
+    }
+    // A plain (literal) non-public secret, and one that does not exist, answer the same.
+    let plain = get("/v1/values/session=oracle-quiet,secret=plain");
+    let nosuch = get("/v1/values/session=oracle-quiet,secret=nosuch");
+    let ghost_nosuch = get("/v1/values/session=oracle-ghost,secret=nosuch");
+    assert_eq!(plain.0, 404, "{}", plain.1);
+    assert_eq!(
+        nosuch,
+        (404, plain.1.replace("'plain'", "'nosuch'")),
+        "absent secret vs non-public secret"
+    );
+    assert_eq!(as_quiet(ghost_nosuch, "oracle-ghost"), nosuch);
+
+    // Public values are still served.
+    let (st, body) = get("/v1/values/session=oracle-open");
+    assert_eq!(st, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["values"]["greeting"]["value"], "hello42", "{body}");
+    assert!(v["values"].get("hidden").is_none(), "{body}");
+    let (st, body) = get("/v1/values/session=oracle-open,secret=greeting");
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["value"], "hello42", "{body}");
+}
+
 #[test]
 fn bad_input_gets_clear_4xx() {
     let dir = tempfile::tempdir().unwrap();

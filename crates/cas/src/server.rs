@@ -398,7 +398,9 @@ fn parse_values_spec(spec: &str) -> Result<ValuesSpec, ApiError> {
     Ok(ValuesSpec { session, secret })
 }
 
-/// `GET /v1/values/session=<name>[,secret=<s>]` (no client certificate needed).
+/// `GET /v1/values/session=<name>[,secret=<s>]` (no client certificate needed). Never an
+/// existence oracle: an absent session answers byte-for-byte like one with nothing public
+/// (see [`crate::sessions::Sessions::public_values`]).
 async fn get_values(
     State(st): State<AppState>,
     Path(spec): Path<String>,

@@ -471,6 +471,12 @@ impl Sessions {
 
     /// Public values of session `name` (no client certificate needed): all `export_public`
     /// secrets, or the one named `secret`, in SCONE's JSON shapes.
+    ///
+    /// No existence oracle (issue 16): a client without a certificate must not learn whether a
+    /// session exists. A session that does not exist answers exactly like one that exports
+    /// nothing public: `session=X` → 200 `{"values":{}}` (SCONE's shape, empty), and
+    /// `session=X,secret=S` → 404 `secret_not_visible` with SCONE's two messages ("Secret does
+    /// not exist or is not visible for a public client"), whether X or S is the missing part.
     pub fn public_values(
         &self,
         name: &str,
@@ -489,12 +495,8 @@ impl Sessions {
             }
             None => {
                 let Some(l) = loaded else {
-                    return Err(ApiError::SessionNotFound(vec![
-                        format!(
-                            "Failed to read values of '/session={name}' requested by a public client"
-                        ),
-                        "Session not found".into(),
-                    ]));
+                    // Same answer as an existing session without public secrets.
+                    return Ok(serde_json::json!({ "values": {} }));
                 };
                 let values = self.secret_values(&l.hash)?;
                 Ok(veil_secrets::public_values_json(&l.session, &values))

@@ -234,6 +234,10 @@ async fn list_nodes_route(
     Ok(json(StatusCode::OK, &NodeList { nodes: out }))
 }
 
+/// `DELETE /v1/nodes/{key_hash|node_id}`: revokes the key with that hash, and every key of
+/// the node with that id that is not revoked yet (a node id may have been registered again
+/// with a new key after an earlier revocation: all its active keys go). Records revoked
+/// before keep their time. 404 `node_not_found` only when no record matches at all.
 async fn revoke_node_route(
     State(w): State<Arc<Workload>>,
     Owner(peer): Owner,
@@ -242,26 +246,45 @@ async fn revoke_node_route(
     let kh = key_hash.to_ascii_lowercase();
     let now = now_ms();
     let mut node_id = String::new();
-    let found = &mut node_id;
+    let mut revoked_keys: Vec<String> = Vec::new();
+    let (found, keys) = (&mut node_id, &mut revoked_keys);
     w.change_nodes(|list| {
-        let rec = list
+        let mut matched = false;
+        for rec in list
             .iter_mut()
-            .find(|r| r.key_hash() == kh || r.node_id == key_hash)
-            .ok_or_else(|| ApiError::NodeNotFound {
+            .filter(|r| r.node_id == key_hash || r.key_hash() == kh)
+        {
+            if !matched {
+                *found = rec.node_id.clone();
+                matched = true;
+            }
+            if rec.revoked_at.is_none() {
+                rec.revoked_at = Some(now);
+                keys.push(rec.key_hash());
+            }
+        }
+        if matched {
+            Ok(())
+        } else {
+            Err(ApiError::NodeNotFound {
                 outer: REVOKE_REFUSED,
                 key: key_hash.clone(),
-            })?;
-        if rec.revoked_at.is_none() {
-            rec.revoked_at = Some(now);
+            })
         }
-        *found = rec.node_id.clone();
-        Ok(())
     })
     .await?;
-    tracing::info!(node_id = %node_id, owner = %peer.key_hash, "node key revoked");
+    let keys = if revoked_keys.is_empty() {
+        "none active".to_string()
+    } else {
+        revoked_keys.join(", ")
+    };
+    tracing::info!(node_id = %node_id, revoked = %keys, owner = %peer.key_hash, "node key revoked");
     w.store
         .audit(vec![veil_audit::Event::OwnerAction {
-            action: format!("node revoked: {node_id} ({key_hash})"),
+            action: format!(
+                "node revoked: {node_id} ({key_hash}); keys revoked: {} [{keys}]",
+                revoked_keys.len()
+            ),
             by: peer.key_hash.clone(),
         }])
         .await?;

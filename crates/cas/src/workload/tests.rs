@@ -698,3 +698,173 @@ async fn audit_events_of_attestation_tags_and_otp_lockout() {
     assert!(!text.contains(OTP_SECRET));
     assert!(!text.contains(&format!("@{wrong}")));
 }
+
+/// Issue 16, item 5: revoking by node id revokes every active key of that node, not the
+/// first record (already revoked) while a key registered again stays trusted.
+#[tokio::test]
+async fn revoking_a_node_id_revokes_every_active_key() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use tower::ServiceExt as _;
+    let e = env(false);
+    upload(&e, &session_yaml("")).await;
+    let router = crate::server::api_router(crate::server::AppState {
+        sessions: Sessions::new(e.store.clone()),
+        metrics: Arc::default(),
+        key_hash: String::new(),
+        owners: Arc::new(vec![e.owner.key_hash()]),
+        workload: e.w.clone(),
+    });
+    let owner = Arc::new(Peer::from_der(e.owner.cert_der()).unwrap());
+    let call = |method: &str, path: &str, body: String| {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        req.extensions_mut().insert(crate::server::ConnInfo {
+            peer: Some(owner.clone()),
+            remote: "127.0.0.1:1".parse().unwrap(),
+        });
+        let router = router.clone();
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }
+    };
+    let new_key = || {
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+        let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
+        (key, spki)
+    };
+    let register = |spki: &[u8]| {
+        call(
+            "POST",
+            "/v1/nodes",
+            serde_json::json!({"node_id": "n1", "spki_hex": hex::encode(spki)}).to_string(),
+        )
+    };
+    let l = launcher_conn();
+    let node_req = |key: &EcdsaKeyPair, spki: &[u8]| {
+        let (nonce, _) = e.w.nonces.issue("p", UnixTime::now()).unwrap();
+        let claims = veil_attest::NodeClaims {
+            node_id: "n1".into(),
+            time: UnixTime::now(),
+            pid: 1,
+            launcher_hash: launcher(),
+            target: target(),
+            measurement: veil_attest::measurement(&launcher(), &target()),
+            report_data: ReportData::bind(&nonce, l.id.spki_der()),
+        };
+        let signature = key
+            .sign(&SystemRandom::new(), &claims.signed_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        AttestRequest {
+            config_id: ConfigId("s/app".into()),
+            tier: Tier::Node,
+            nonce,
+            evidence: Evidence::Node(veil_attest::NodeEvidence {
+                claims,
+                node_key_hash: veil_identity::key_hash(spki),
+                signature,
+            }),
+            service_access_token: None,
+        }
+    };
+    let revoked = serde_json::json!({"node_id": "n1", "revoked": true});
+
+    // Key A for n1, revoked by node id.
+    let (_key_a, spki_a) = new_key();
+    assert_eq!(register(&spki_a).await.0, 201);
+    assert_eq!(
+        call("DELETE", "/v1/nodes/n1", String::new()).await,
+        (200, revoked.clone())
+    );
+    // Key B registered again for n1; it is trusted.
+    let (key_b, spki_b) = new_key();
+    assert_eq!(register(&spki_b).await.0, 201);
+    let cfg =
+        e.w.attest(&l.peer, node_req(&key_b, &spki_b))
+            .await
+            .unwrap();
+    e.w.exit(&ExitRequest {
+        instance_token: cfg.instance_token,
+        status: 0,
+    })
+    .await
+    .unwrap();
+    let (st, v) = call("GET", "/v1/nodes", String::new()).await;
+    assert_eq!(st, 200);
+    let first_revocation = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["key_hash"] == veil_identity::key_hash(&spki_a))
+        .unwrap()["revoked_at"]
+        .as_u64()
+        .unwrap();
+
+    // The attack: revoking n1 again must revoke B (the old code revoked the first record, A,
+    // already revoked, answered "revoked" and left B active).
+    assert_eq!(
+        call("DELETE", "/v1/nodes/n1", String::new()).await,
+        (200, revoked)
+    );
+    let (st, v) = call("GET", "/v1/nodes", String::new()).await;
+    assert_eq!(st, 200);
+    let list = v["nodes"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v}");
+    for spki in [&spki_a, &spki_b] {
+        let kh = veil_identity::key_hash(spki);
+        let n = list.iter().find(|n| n["key_hash"] == kh).unwrap();
+        assert_eq!(n["node_id"], "n1");
+        assert!(n["revoked_at"].is_u64(), "{kh} is not revoked: {v}");
+    }
+    // A keeps its first revocation time.
+    let a = list
+        .iter()
+        .find(|n| n["key_hash"] == veil_identity::key_hash(&spki_a))
+        .unwrap();
+    assert_eq!(a["revoked_at"].as_u64(), Some(first_revocation));
+    // Evidence signed with B is refused.
+    let err =
+        e.w.attest(&l.peer, node_req(&key_b, &spki_b))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), "attestation_node_key_untrusted");
+    assert!(
+        matches!(
+            &err,
+            ApiError::Appraisal(veil_attest::AppraisalError::BadEvidence(
+                veil_attest::EvidenceProblem::RevokedNodeKey { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+
+    // Revoking by key hash still works (already revoked: still answered), and a name that
+    // matches nothing is 404 `node_not_found`.
+    let (st, v) = call(
+        "DELETE",
+        &format!("/v1/nodes/{}", veil_identity::key_hash(&spki_b)),
+        String::new(),
+    )
+    .await;
+    assert_eq!((st, v["revoked"].clone()), (200, serde_json::json!(true)));
+    let (st, v) = call("DELETE", "/v1/nodes/n2", String::new()).await;
+    assert_eq!(
+        (st, v["code"].clone()),
+        (404, serde_json::json!("node_not_found")),
+        "{v}"
+    );
+}

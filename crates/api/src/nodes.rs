@@ -52,7 +52,7 @@ pub struct NodeList {
 /// Answer of a revocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {
-    /// The node id whose key was revoked.
+    /// The node id whose key (by key hash) or active keys (by node id) were revoked.
     pub node_id: String,
     /// Always true.
     pub revoked: bool,

@@ -13,7 +13,8 @@
 //!    `POST /v1/workload/exit` releases them (`state.rs`).
 //!
 //! Owner-only routes on the client API (decision 12): `POST /v1/nodes` registers a LAS node
-//! key, `GET /v1/nodes` lists them, `DELETE /v1/nodes/{key_hash}` revokes one ([`routes`],
+//! key, `GET /v1/nodes` lists them, `DELETE /v1/nodes/{key_hash|node_id}` revokes that key, or every active key of
+//! that node id ([`routes`],
 //! [`nodes`]).
 //!
 //! Modules: [`routes`] (axum handlers and the route tables), `attest` (the attest flow, one

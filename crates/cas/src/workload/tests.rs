@@ -83,6 +83,46 @@ fn sim_request(e: &Env, l: &Launcher, config_id: &str) -> AttestRequest {
     }
 }
 
+/// A `node`-tier request for `s/app`: claims of node `node_id` bound to a fresh nonce and `l`'s
+/// key, signed with `key` (whose SPKI is `spki`).
+fn node_request(
+    e: &Env,
+    l: &Launcher,
+    node_id: &str,
+    key: &aws_lc_rs::signature::EcdsaKeyPair,
+    spki: &[u8],
+) -> AttestRequest {
+    let (nonce, _) = e.w.nonces.issue("p", UnixTime::now()).unwrap();
+    let claims = veil_attest::NodeClaims {
+        node_id: node_id.into(),
+        time: UnixTime::now(),
+        pid: 1,
+        launcher_hash: launcher(),
+        target: target(),
+        measurement: veil_attest::measurement(&launcher(), &target()),
+        report_data: ReportData::bind(&nonce, l.id.spki_der()),
+    };
+    let signature = key
+        .sign(
+            &aws_lc_rs::rand::SystemRandom::new(),
+            &claims.signed_bytes(),
+        )
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    AttestRequest {
+        config_id: ConfigId("s/app".into()),
+        tier: Tier::Node,
+        nonce,
+        evidence: Evidence::Node(veil_attest::NodeEvidence {
+            claims,
+            node_key_hash: veil_identity::key_hash(spki),
+            signature,
+        }),
+        service_access_token: None,
+    }
+}
+
 /// A copy of `r` (request bodies are not `Clone`: they carry secrets).
 fn dup(r: &AttestRequest) -> AttestRequest {
     serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap()
@@ -476,41 +516,13 @@ async fn tags_leases_and_exit() {
 #[tokio::test]
 async fn node_tier_uses_registered_keys() {
     use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
     let e = env(false);
     upload(&e, &session_yaml("")).await;
     let l = launcher_conn();
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
     let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
-    let node_req = |e: &Env| {
-        let (nonce, _) = e.w.nonces.issue("p", UnixTime::now()).unwrap();
-        let claims = veil_attest::NodeClaims {
-            node_id: "node-1".into(),
-            time: UnixTime::now(),
-            pid: 1,
-            launcher_hash: launcher(),
-            target: target(),
-            measurement: veil_attest::measurement(&launcher(), &target()),
-            report_data: ReportData::bind(&nonce, l.id.spki_der()),
-        };
-        let signature = key
-            .sign(&SystemRandom::new(), &claims.signed_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        AttestRequest {
-            config_id: ConfigId("s/app".into()),
-            tier: Tier::Node,
-            nonce,
-            evidence: Evidence::Node(veil_attest::NodeEvidence {
-                claims,
-                node_key_hash: veil_identity::key_hash(&spki),
-                signature,
-            }),
-            service_access_token: None,
-        }
-    };
+    let node_req = |e: &Env| node_request(e, &l, "node-1", &key, &spki);
     let err = e.w.attest(&l.peer, node_req(&e)).await.unwrap_err();
     assert_eq!(err.code(), "attestation_node_key_untrusted");
     let rec = spki.clone();
@@ -704,7 +716,6 @@ async fn audit_events_of_attestation_tags_and_otp_lockout() {
 #[tokio::test]
 async fn revoking_a_node_id_revokes_every_active_key() {
     use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
     use tower::ServiceExt as _;
     let e = env(false);
@@ -753,34 +764,7 @@ async fn revoking_a_node_id_revokes_every_active_key() {
         )
     };
     let l = launcher_conn();
-    let node_req = |key: &EcdsaKeyPair, spki: &[u8]| {
-        let (nonce, _) = e.w.nonces.issue("p", UnixTime::now()).unwrap();
-        let claims = veil_attest::NodeClaims {
-            node_id: "n1".into(),
-            time: UnixTime::now(),
-            pid: 1,
-            launcher_hash: launcher(),
-            target: target(),
-            measurement: veil_attest::measurement(&launcher(), &target()),
-            report_data: ReportData::bind(&nonce, l.id.spki_der()),
-        };
-        let signature = key
-            .sign(&SystemRandom::new(), &claims.signed_bytes())
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        AttestRequest {
-            config_id: ConfigId("s/app".into()),
-            tier: Tier::Node,
-            nonce,
-            evidence: Evidence::Node(veil_attest::NodeEvidence {
-                claims,
-                node_key_hash: veil_identity::key_hash(spki),
-                signature,
-            }),
-            service_access_token: None,
-        }
-    };
+    let node_req = |key: &EcdsaKeyPair, spki: &[u8]| node_request(&e, &l, "n1", key, spki);
     let revoked = serde_json::json!({"node_id": "n1", "revoked": true});
 
     // Key A for n1, revoked by node id.

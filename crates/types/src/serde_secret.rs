@@ -2,32 +2,11 @@
 //! types of the CAS hold keys, tokens and configuration as [`Secret`](crate::Secret) values,
 //! and only these functions expose them, when a body is encoded.
 
-use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};
-use serde::de::DeserializeOwned;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroize;
 
 use crate::Key32;
-
-/// Any `SecretBox<T>` whose `T` is serde-able.
-pub mod boxed {
-    use super::*;
-
-    /// Serialize the exposed value.
-    pub fn serialize<S: Serializer, T: Serialize + Zeroize>(
-        v: &SecretBox<T>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        v.expose_secret().serialize(s)
-    }
-
-    /// Deserialize into a secret.
-    pub fn deserialize<'de, D: Deserializer<'de>, T: DeserializeOwned + Zeroize>(
-        d: D,
-    ) -> Result<SecretBox<T>, D::Error> {
-        T::deserialize(d).map(|v| SecretBox::new(Box::new(v)))
-    }
-}
 
 /// A [`SecretString`].
 pub mod string {

@@ -12,6 +12,8 @@ mod coderegion;
 mod counter;
 mod deps;
 mod evidence;
+mod las;
+mod launch;
 mod policy;
 mod rest;
 mod run;

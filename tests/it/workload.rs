@@ -389,6 +389,9 @@ fn node_request(
         target: target(b"program"),
         measurement: veil_attest::measurement(&launcher(), &target(b"program")),
         report_data: ReportData::bind(&n.nonce, conn_key.spki_der()),
+        uid: 1000,
+        gid: 1000,
+        cgroup: "/user.slice".into(),
     };
     let signature = key.sign(&claims.signed_bytes()).unwrap();
     AttestRequest {

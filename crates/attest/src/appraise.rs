@@ -615,6 +615,9 @@ mod tests {
             target: program(),
             measurement: good_measurement(),
             report_data: rd(),
+            uid: 1000,
+            gid: 1000,
+            cgroup: "/user.slice".into(),
         };
         f(&mut claims);
         let sig = n

@@ -123,10 +123,18 @@ pub struct NodeClaims {
     pub measurement: Measurement,
     /// The binding to the nonce and TLS key, as the process asked.
     pub report_data: ReportData,
+    /// Who asked, as the kernel says (the real uid from `SCM_CREDENTIALS`, in the LAS's user
+    /// namespace): sessions may restrict it (`veil.node.uids`), the CAS audits it.
+    pub uid: u32,
+    /// The real gid from `SCM_CREDENTIALS`.
+    pub gid: u32,
+    /// The requester's cgroup (v2) path from `/proc/<pid>/cgroup`, e.g.
+    /// `/system.slice/podman-….scope`; sessions may restrict its prefix.
+    pub cgroup: String,
 }
 
 /// Domain string at the start of the bytes a LAS signs.
-pub const NODE_CLAIMS_DOMAIN: &[u8] = b"veil-las-evidence-v1\0";
+pub const NODE_CLAIMS_DOMAIN: &[u8] = b"veil-las-evidence-v2\0";
 
 fn target_bytes(t: &Target) -> Vec<u8> {
     match t {
@@ -142,7 +150,8 @@ fn target_bytes(t: &Target) -> Vec<u8> {
 impl NodeClaims {
     /// The exact, length-prefixed binary encoding a LAS signs (no JSON canonicalisation):
     /// domain ‖ u32be len(node_id) ‖ node_id ‖ u64be time ‖ u32be pid ‖ launcher_hash ‖
-    /// target (0 = envcas | 1 ‖ program hash) ‖ measurement ‖ report_data.
+    /// target (0 = envcas | 1 ‖ program hash) ‖ measurement ‖ report_data ‖ u32be uid ‖
+    /// u32be gid ‖ u32be len(cgroup) ‖ cgroup.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let id = self.node_id.as_bytes();
         let mut v = Vec::with_capacity(NODE_CLAIMS_DOMAIN.len() + id.len() + 200);
@@ -155,6 +164,11 @@ impl NodeClaims {
         v.extend_from_slice(&target_bytes(&self.target));
         v.extend_from_slice(&self.measurement.0);
         v.extend_from_slice(&self.report_data.0);
+        v.extend_from_slice(&self.uid.to_be_bytes());
+        v.extend_from_slice(&self.gid.to_be_bytes());
+        let cg = self.cgroup.as_bytes();
+        v.extend_from_slice(&u32::try_from(cg.len()).unwrap_or(u32::MAX).to_be_bytes());
+        v.extend_from_slice(cg);
         v
     }
 }

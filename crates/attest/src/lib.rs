@@ -20,6 +20,7 @@ mod b64;
 pub mod binding;
 pub mod evidence;
 pub mod hash;
+#[cfg(feature = "hw")]
 pub mod hw;
 pub mod measure;
 pub mod nonce;

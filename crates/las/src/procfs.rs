@@ -60,6 +60,21 @@ pub fn parse_tracer_pid(status: &str) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The cgroup v2 path of `pid` (the `0::PATH` line of `/proc/<pid>/cgroup`).
+pub fn cgroup(pid: i32) -> Result<String, LasError> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| err(pid, format!("reading {path}: {e}")))?;
+    parse_cgroup(&text).ok_or_else(|| err(pid, format!("{path}: no cgroup v2 entry")))
+}
+
+/// The path of the unified (v2) hierarchy out of the text of `/proc/<pid>/cgroup`.
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end().to_string())
+}
+
 /// Read the [`ProcIdentity`] of `pid`.
 pub fn identity(pid: i32) -> Result<ProcIdentity, LasError> {
     let base = format!("/proc/{pid}");

@@ -213,10 +213,10 @@ fn accept_loop(listener: OwnedFd, shared: Arc<Shared>) {
 }
 
 /// Receive one message and the kernel's credentials of its sender.
-fn recv_with_pid(conn: &OwnedFd) -> Result<(Vec<u8>, i32), LasError> {
+fn recv_with_pid(conn: &OwnedFd) -> Result<(Vec<u8>, Sender), LasError> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut cmsg = nix::cmsg_space!(socket::UnixCredentials);
-    let (len, pid) = {
+    let (len, sender) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = socket::recvmsg::<()>(
             conn.as_raw_fd(),
@@ -228,24 +228,43 @@ fn recv_with_pid(conn: &OwnedFd) -> Result<(Vec<u8>, i32), LasError> {
         if msg.flags.contains(MsgFlags::MSG_TRUNC) {
             return Err(LasError::Protocol("request too large".into()));
         }
-        let mut pid = None;
+        let mut sender = None;
         for c in msg.cmsgs().map_err(sockerr("reading credentials".into()))? {
             if let ControlMessageOwned::ScmCredentials(cred) = c {
-                pid = Some(cred.pid());
+                sender = Some(Sender {
+                    pid: cred.pid(),
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                });
             }
         }
-        (msg.bytes, pid)
+        (msg.bytes, sender)
     };
     if len == 0 {
-        return Ok((Vec::new(), 0));
+        return Ok((
+            Vec::new(),
+            Sender {
+                pid: 0,
+                uid: 0,
+                gid: 0,
+            },
+        ));
     }
-    let pid = pid.ok_or_else(|| {
+    let sender = sender.ok_or_else(|| {
         LasError::Protocol(
             "the request carries no SCM_CREDENTIALS (enable SO_PASSCRED before sending)".into(),
         )
     })?;
     buf.truncate(len);
-    Ok((buf, pid))
+    Ok((buf, sender))
+}
+
+/// Who sent a request, as the kernel says (`SCM_CREDENTIALS`).
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    pid: i32,
+    uid: u32,
+    gid: u32,
 }
 
 /// Parse one evidence request as it arrived on the socket (at most [`MAX_MESSAGE`] bytes of
@@ -258,8 +277,9 @@ pub fn parse_request(body: &[u8]) -> Result<EvidenceRequest, LasError> {
     serde_json::from_slice(body).map_err(|e| LasError::Protocol(e.to_string()))
 }
 
-fn evidence_for(shared: &Shared, body: &[u8], pid: i32) -> Result<NodeEvidence, LasError> {
+fn evidence_for(shared: &Shared, body: &[u8], sender: Sender) -> Result<NodeEvidence, LasError> {
     let req = parse_request(body)?;
+    let pid = sender.pid;
     if pid <= 0 {
         return Err(LasError::Protocol(format!("invalid sender pid {pid}")));
     }
@@ -272,6 +292,9 @@ fn evidence_for(shared: &Shared, body: &[u8], pid: i32) -> Result<NodeEvidence, 
         target: req.target,
         measurement: measurement(&launcher_hash, &req.target),
         report_data: req.report_data,
+        uid: sender.uid,
+        gid: sender.gid,
+        cgroup: crate::procfs::cgroup(pid)?,
     };
     let signature = shared.key.sign(&claims.signed_bytes())?;
     tracing::info!(
@@ -297,7 +320,7 @@ fn handle(conn: &OwnedFd, shared: &Shared) {
         // A reachability probe (connect and close): nothing to answer.
         return;
     }
-    let answer = match received.and_then(|(body, pid)| evidence_for(shared, &body, pid)) {
+    let answer = match received.and_then(|(body, sender)| evidence_for(shared, &body, sender)) {
         Ok(ev) => EvidenceResponse::Evidence(Box::new(ev)),
         Err(e) => {
             tracing::warn!("refused an evidence request: {e}");

@@ -101,6 +101,9 @@ fn node_request(
         target: target(),
         measurement: veil_attest::measurement(&launcher(), &target()),
         report_data: ReportData::bind(&nonce, l.id.spki_der()),
+        uid: 1000,
+        gid: 1000,
+        cgroup: "/user.slice".into(),
     };
     let signature = key
         .sign(

@@ -9,10 +9,12 @@
 #   curl         the REST tests call the CAS API the way SCONE automation does
 #   procps       kill(1), used to stop servers with SIGTERM
 #   build-essential, pkg-config: C code of aws-lc-sys
+#   musl-tools   musl-gcc, for the static veil-launcher (decision 24; with the rustup target
+#                x86_64-unknown-linux-musl, added below when rustup is there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 openssl curl ca-certificates procps build-essential pkg-config)
+packages=(fuse3 openssl curl ca-certificates procps build-essential pkg-config musl-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +28,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -x x86_64-unknown-linux-musl >/dev/null || rustup target add x86_64-unknown-linux-musl
 fi
 
 exec cargo test --workspace --locked "$@"

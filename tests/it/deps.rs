@@ -97,8 +97,11 @@ fn the_launcher_links_no_server_code() {
             "veil-las",
             "veil-secrets",
             "veil-policy",
+            "dcap-qvl",
+            "sev",
+            "clap",
         ],
-        "the launcher runs in every workload and is measured: it links no server",
+        "the launcher runs in every workload and is measured: it links no server, no hardware verifier and no CLI framework",
     );
 }
 

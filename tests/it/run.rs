@@ -7,7 +7,7 @@ use std::process::Command;
 
 use veil_attest::{Target, measurement};
 
-use crate::support::veil_bin;
+use crate::support::{launcher_bin, veil_bin};
 
 /// A `veil` command with none of the launcher's variables inherited.
 fn veil() -> Command {
@@ -56,19 +56,29 @@ fn native_run_uses_host_args_env_and_exit_status() {
 
 #[test]
 fn hash_mode_prints_the_offline_measurement() {
-    let veil_path = veil_bin();
-    let offline = stdout_of(veil().args([
+    let launcher = launcher_bin();
+    // `veil measure` uses the same launcher as `veil run` unless told otherwise.
+    let offline = stdout_of(veil().args(["measure", "--program", "/bin/sh"]));
+    assert_eq!(offline.len(), 64);
+    let explicit = stdout_of(veil().args([
         "measure",
         "--launcher",
-        veil_path.to_str().expect("path"),
+        launcher.to_str().expect("path"),
         "--program",
         "/bin/sh",
     ]));
-    assert_eq!(offline.len(), 64);
+    assert_eq!(explicit, offline);
     for var in ["VEIL_HASH", "SCONE_HASH"] {
         let online = stdout_of(veil().env(var, "1").args(["run", "--", "/bin/sh"]));
         assert_eq!(online, offline, "{var}");
     }
+    // The launcher itself, without veil, says the same.
+    let direct = stdout_of(
+        Command::new(&launcher)
+            .env("SCONE_HASH", "1")
+            .args(["--program", "/bin/sh"]),
+    );
+    assert_eq!(direct, offline);
     // Resolved through PATH to the same file.
     let via_path = stdout_of(
         veil()
@@ -77,22 +87,28 @@ fn hash_mode_prints_the_offline_measurement() {
             .args(["run", "--", "sh"]),
     );
     assert_eq!(via_path, offline);
-    // The construction is the documented one.
-    let lh = veil_attest::measure::hash_file(&veil_path).expect("hash veil");
+    // The construction is the documented one, over the static launcher (not over `veil`).
+    let lh = veil_attest::measure::hash_file(&launcher).expect("hash launcher");
     let ph = veil_attest::measure::hash_file(Path::new("/bin/sh")).expect("hash sh");
     assert_eq!(
         offline,
         measurement(&lh, &Target::Program { hash: ph }).to_hex()
     );
+    let vh = veil_attest::measure::hash_file(&veil_bin()).expect("hash veil");
+    assert_ne!(
+        offline,
+        measurement(&vh, &Target::Program { hash: ph }).to_hex()
+    );
 
-    let envcas_offline = stdout_of(veil().args([
-        "measure",
-        "--launcher",
-        veil_path.to_str().expect("path"),
-        "--envcas",
-    ]));
+    let envcas_offline = stdout_of(veil().args(["measure", "--envcas"]));
     let envcas_online = stdout_of(veil().env("SCONE_HASH", "1").arg("envcas"));
     assert_eq!(envcas_online, envcas_offline);
+    // envcas is measured as the static launcher, whichever name it is invoked by.
+    let d = tempfile::tempdir().expect("tmp");
+    let envcas_link = d.path().join("envcas");
+    std::os::unix::fs::symlink(&launcher, &envcas_link).expect("symlink");
+    let by_name = stdout_of(Command::new(&envcas_link).env("SCONE_HASH", "1"));
+    assert_eq!(by_name, envcas_offline);
     assert_eq!(envcas_offline, measurement(&lh, &Target::Envcas).to_hex());
     assert_ne!(envcas_offline, offline);
     // measure needs exactly one of --program / --envcas.
@@ -106,18 +122,63 @@ fn hash_mode_prints_the_offline_measurement() {
     );
 }
 
+/// The program headers of an ELF64 little-endian file: (p_type) of each.
+fn program_header_types(elf: &[u8]) -> Vec<u32> {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[4], 2, "not ELF64");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().expect("8 bytes")) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .map(|i| {
+            let o = phoff + i * phentsize;
+            u32::from_le_bytes(elf[o..o + 4].try_into().expect("4 bytes"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_launcher_is_static_small_and_not_veil() {
+    const PT_INTERP: u32 = 3;
+    let launcher = std::fs::read(launcher_bin()).expect("read the launcher");
+    let types = program_header_types(&launcher);
+    assert!(!types.is_empty());
+    assert!(
+        !types.contains(&PT_INTERP),
+        "the launcher has an ELF interpreter: it is dynamically linked"
+    );
+    assert!(
+        launcher.len() <= 8 * 1024 * 1024,
+        "the launcher is {} bytes (at most 8 MiB: it hashes itself at every start)",
+        launcher.len()
+    );
+    // `veil` is the dynamically linked one, and is not what runs workloads.
+    let veil = std::fs::read(veil_bin()).expect("read veil");
+    assert!(program_header_types(&veil).contains(&PT_INTERP));
+    // It answers as itself, and refuses what it does not know.
+    let v = stdout_of(Command::new(launcher_bin()).arg("--version"));
+    assert!(v.starts_with("veil-launcher "), "{v}");
+    let o = Command::new(launcher_bin())
+        .arg("--bogus")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unexpected option `--bogus`"));
+}
+
 #[test]
 fn modified_launcher_copy_has_another_measurement() {
     let d = tempfile::tempdir().expect("tmp");
-    let copy = d.path().join("veil");
-    std::fs::copy(veil_bin(), &copy).expect("copy");
+    let copy = d.path().join("veil-launcher");
+    std::fs::copy(launcher_bin(), &copy).expect("copy");
     let run_copy = |p: &Path| {
-        stdout_of(
-            Command::new(p)
-                .env("VEIL_HASH", "1")
-                .env("VEIL_LOG", "warn")
-                .args(["run", "--", "/bin/sh"]),
-        )
+        stdout_of(veil().env("VEIL_HASH", "1").args([
+            "run",
+            "--launcher",
+            p.to_str().expect("path"),
+            "--",
+            "/bin/sh",
+        ]))
     };
     let original = stdout_of(veil().env("VEIL_HASH", "1").args(["run", "--", "/bin/sh"]));
     assert_eq!(
@@ -133,6 +194,14 @@ fn modified_launcher_copy_has_another_measurement() {
     drop(f);
     let tampered = run_copy(&copy);
     assert_ne!(tampered, original);
+    // VEIL_LAUNCHER names it as well as --launcher does.
+    let via_env = stdout_of(
+        veil()
+            .env("VEIL_HASH", "1")
+            .env("VEIL_LAUNCHER", &copy)
+            .args(["run", "--", "/bin/sh"]),
+    );
+    assert_eq!(via_env, tampered);
     let offline = stdout_of(veil().args([
         "measure",
         "--launcher",
@@ -156,6 +225,22 @@ fn modified_launcher_copy_has_another_measurement() {
             .args(["run", "--", prog.to_str().expect("p")]),
     );
     assert_ne!(m1, m2);
+    // A launcher that is not there is a clear error.
+    let o = veil()
+        .args([
+            "run",
+            "--launcher",
+            "/nonexistent/veil-launcher",
+            "--",
+            "/bin/sh",
+        ])
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("the launcher /nonexistent/veil-launcher is not a file")
+    );
 }
 
 fn fatal(c: &mut Command) -> String {

@@ -11,6 +11,12 @@ pub fn veil_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_veil"))
 }
 
+/// The static `veil-launcher` that `crates/veil/build.rs` built for this `veil` (what `veil run`
+/// and `veil envcas` exec).
+pub fn launcher_bin() -> PathBuf {
+    PathBuf::from(env!("VEIL_LAUNCHER_BUILT"))
+}
+
 /// A `veil` command with a clean, test-local environment: its own HOME, so no identity or
 /// pinned CAS of the developer leaks in.
 pub fn veil(home: &std::path::Path) -> Command {

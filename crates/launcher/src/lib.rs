@@ -2,6 +2,7 @@
 //! service's configuration, and run the program with it — host arguments and environment are
 //! dropped except the `@@N` / `\@\@NAME` forms.
 //!
+//! * [`cli`]: the command line of the static `veil-launcher` binary (`src/main.rs`).
 //! * [`settings`]: `VEIL_*`/`SCONE_*` variables, the CAS key hash (decision 7, 18).
 //! * [`program`]: the measured program (opened once, hashed and executed through one fd).
 //! * [`subst`]: `@@N` and `\@\@NAME` substitution (pure).
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod cas;
+pub mod cli;
 pub mod coderegion;
 pub mod envcas;
 pub mod error;

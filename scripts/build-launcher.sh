@@ -34,6 +34,10 @@ cflags="-ffile-prefix-map=$root=/veil -ffile-prefix-map=$cargo_home=/cargo -ffil
 export "CFLAGS_${triple//-/_}=$cflags"
 export "CXXFLAGS_${triple//-/_}=$cflags"
 export SOURCE_DATE_EPOCH=0
+# aws-lc seeds its DRBG from the kernel (getrandom) only: its CPU-jitter entropy source costs
+# ~38 ms at every start (measured with strace/`veil bench attest`), which the launcher pays on
+# every workload start. The kernel's entropy is what every other TLS client on the node uses.
+export AWS_LC_SYS_NO_JITTER_ENTROPY=1
 
 "$cargo" build --quiet --manifest-path "$root/Cargo.toml" --locked \
   -p veil-launcher --features bin --bin veil-launcher \

@@ -314,3 +314,57 @@ fn launcher_fatal_errors() {
     let e = fatal(veil().arg("envcas"));
     assert!(e.contains("envcas needs VEIL_CONFIG_ID"), "{e}");
 }
+
+/// A LAS socket that exists but refuses the launcher is fatal under `auto` (decision 20): a
+/// local user who cannot use the node's LAS must not silently get a `sim` start instead.
+#[test]
+fn auto_mode_never_falls_back_to_sim_when_the_las_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = d.path().join("las.sock");
+    // A root-only listening socket, like the LAS's default (mode 0600, owner root).
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let hash = "a".repeat(64);
+    let run_as = |uid: Option<u32>, mode: &str| {
+        let mut c = Command::new(launcher_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("VEIL_") || k.starts_with("SCONE_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("VEIL_CONFIG_ID", "s/a")
+            .env("VEIL_CAS_KEY_HASH", &hash)
+            .env("VEIL_MODE", mode)
+            .env("VEIL_LAS_SOCKET", &socket)
+            // Unreachable CAS: a start that got past the tier choice fails there instead.
+            .env("VEIL_CAS_ADDR", "127.0.0.1:9")
+            .args(["--program", "/bin/true"]);
+        if let Some(uid) = uid {
+            c.uid(uid).gid(uid);
+        }
+        let o = c.output().expect("run the launcher");
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("proc"));
+    assert_eq!(
+        euid, 0,
+        "this test needs root (to run the launcher as nobody against a root-only socket)"
+    );
+    for mode in ["auto", "node"] {
+        let e = run_as(Some(65534), mode);
+        assert!(
+            e.contains("exists but refuses this launcher") && e.contains("EACCES"),
+            "{mode}: {e}"
+        );
+        assert!(!e.contains("simulation mode"), "{mode}: {e}");
+    }
+    drop(listener);
+    // Without a socket at all, auto is sim (with its warning).
+    std::fs::remove_file(&socket).expect("rm");
+    let e = run_as(None, "auto");
+    assert!(e.contains("simulation mode"), "{e}");
+}

@@ -36,19 +36,40 @@ fn io(what: String) -> impl FnOnce(nix::Error) -> LasError {
     }
 }
 
-/// Whether a LAS socket accepts connections at `socket_path`.
-pub fn reachable(socket_path: &Path) -> bool {
-    let Ok(fd) = socket::socket(
+/// What connecting to a LAS socket showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A LAS accepts connections.
+    Reachable,
+    /// No LAS here: no socket file (`ENOENT`, `ENOTDIR`) or nobody listening (`ECONNREFUSED`).
+    Absent,
+    /// A socket exists but this process may not use it (`EACCES`, …): under `auto` this is fatal,
+    /// never a silent fall back to `sim` (decision 20). The reason names the socket and the error.
+    Refused(String),
+}
+
+/// Connect to the LAS socket at `socket_path` and close again (the LAS ignores an empty
+/// connection).
+pub fn probe(socket_path: &Path) -> Probe {
+    let shown = socket_path.display();
+    let fd = match socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
-    ) else {
-        return false;
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return Probe::Refused(format!("cannot create a socket for {shown}: {e}")),
     };
-    UnixAddr::new(socket_path)
-        .and_then(|a| socket::connect(fd.as_raw_fd(), &a))
-        .is_ok()
+    let addr = match UnixAddr::new(socket_path) {
+        Ok(a) => a,
+        Err(e) => return Probe::Refused(format!("LAS socket path {shown}: {e}")),
+    };
+    match socket::connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => Probe::Reachable,
+        Err(nix::Error::ENOENT | nix::Error::ENOTDIR | nix::Error::ECONNREFUSED) => Probe::Absent,
+        Err(e) => Probe::Refused(format!("connecting to the LAS at {shown}: {e}")),
+    }
 }
 
 /// Send `body` as one message (with this process's credentials) and return the answer.

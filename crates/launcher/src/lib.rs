@@ -86,25 +86,25 @@ fn program_name(kind: &Kind) -> Result<Option<String>, LauncherError> {
     }
 }
 
-/// The tier to attest in.
+/// The tier to attest in. `node` needs a LAS; `auto` uses one when a socket is there, and a
+/// socket that exists but refuses this process is fatal, never a silent fall back to `sim`
+/// (decision 20).
 pub fn choose_tier(mode: Mode, las_socket: &Path) -> Result<Tier, LauncherError> {
-    match mode {
-        Mode::Sim => Ok(Tier::Sim),
-        Mode::Node => {
-            if veil_client::las::reachable(las_socket) {
-                Ok(Tier::Node)
-            } else {
-                Err(LauncherError::new(format!(
-                    "VEIL_MODE=node but no LAS answers at {} (set VEIL_LAS_SOCKET); node never falls back to sim",
-                    las_socket.display()
-                )))
-            }
-        }
-        Mode::Auto => Ok(if veil_client::las::reachable(las_socket) {
-            Tier::Node
-        } else {
-            Tier::Sim
-        }),
+    use veil_client::las::Probe;
+    let shown = las_socket.display();
+    match (mode, veil_client::las::probe(las_socket)) {
+        (Mode::Sim, _) => Ok(Tier::Sim),
+        (Mode::Node | Mode::Auto, Probe::Reachable) => Ok(Tier::Node),
+        (Mode::Auto, Probe::Absent) => Ok(Tier::Sim),
+        (Mode::Node, Probe::Absent) => Err(LauncherError::new(format!(
+            "VEIL_MODE=node but no LAS answers at {shown} (set VEIL_LAS_SOCKET); node never falls back to sim"
+        ))),
+        (_, Probe::Refused(why)) => Err(err(
+            format!(
+                "The LAS socket {shown} exists but refuses this launcher (the LAS socket is root-only unless the LAS runs with --socket-gid); veil never falls back to sim for it"
+            ),
+            why,
+        )),
     }
 }
 

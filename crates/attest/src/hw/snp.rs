@@ -5,8 +5,10 @@
 //! (VCEK or VLEK) is the kind supplied; the ARK's key is one of AMD's published roots (Milan,
 //! Genoa, Turin, as shipped in `sev`); ARK is self-signed, ARK signs the ASK/ASVK, which signs
 //! the VCEK/VLEK (`sev`); every certificate is inside its validity window at `at`; a VCEK's
-//! hwID is the report's chip id; the ECDSA P-384 signature verifies over bytes `0..0x2a0` as
-//! received (not a re-encoding, so reserved bytes are covered too).
+//! hwID is the report's chip id; the TCB a VCEK was issued for (its `blSPL`, `teeSPL`, `snpSPL`,
+//! `ucodeSPL` and, on Turin, `fmcSPL` extensions) is the report's REPORTED_TCB, so a VCEK of an
+//! older or newer TCB of the same chip is refused; the ECDSA P-384 signature verifies over bytes
+//! `0..0x2a0` as received (not a re-encoding, so reserved bytes are covered too).
 
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use serde::Serialize;
@@ -29,6 +31,15 @@ const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
 const POLICY_DEBUG: u64 = 1 << 19;
 /// VCEK extension holding the chip's hardware id.
 const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+/// VCEK/VLEK extensions holding the TCB the key was issued for (AMD's "Versioned Chip
+/// Endorsement Key" specification, table "VCEK certificate extensions").
+const OID_TCB: [(&str, &str); 5] = [
+    ("1.3.6.1.4.1.3704.1.3.1", "bootloader"),
+    ("1.3.6.1.4.1.3704.1.3.2", "tee"),
+    ("1.3.6.1.4.1.3704.1.3.3", "snp"),
+    ("1.3.6.1.4.1.3704.1.3.8", "microcode"),
+    ("1.3.6.1.4.1.3704.1.3.9", "fmc"),
+];
 
 /// The reported TCB of an SNP platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,6 +100,7 @@ pub(crate) struct Parsed {
     signing_key: u32,
     sig_algo: u32,
     chip_id: [u8; 64],
+    reported_tcb: SnpTcb,
 }
 
 fn malformed(detail: impl std::fmt::Display) -> HwError {
@@ -165,6 +177,13 @@ pub(crate) fn parse(evidence: &[u8]) -> Result<Parsed, HwError> {
         signing_key,
         sig_algo: r.sig_algo,
         chip_id: r.chip_id,
+        reported_tcb: SnpTcb {
+            bootloader: t.bootloader,
+            tee: t.tee,
+            snp: t.snp,
+            microcode: t.microcode,
+            fmc: t.fmc,
+        },
     })
 }
 
@@ -241,6 +260,65 @@ fn hw_id(vek_der: &[u8]) -> Result<Option<Vec<u8>>, HwError> {
         }
     }
     Ok(None)
+}
+
+/// The TCB components a VCEK's extensions name, as (component, value), in [`OID_TCB`] order.
+fn vek_tcb(vek_der: &[u8]) -> Result<Vec<(&'static str, u8)>, HwError> {
+    let (_, cert) = X509Certificate::from_der(vek_der).map_err(|e| HwError::BadCollateral {
+        detail: format!("VCEK certificate does not parse: {e}"),
+    })?;
+    let mut out = Vec::new();
+    for (oid, name) in OID_TCB {
+        let Some(ext) = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == oid)
+        else {
+            continue;
+        };
+        out.push((name, tcb_value(ext.value, name)?));
+    }
+    Ok(out)
+}
+
+/// One TCB extension's value: a DER INTEGER 0..=255.
+fn tcb_value(der: &[u8], name: &str) -> Result<u8, HwError> {
+    let bad = || HwError::BadCollateral {
+        detail: format!("VCEK {name} TCB extension is not an INTEGER 0..255"),
+    };
+    match der {
+        [0x02, 1, v] if *v < 0x80 => Ok(*v),
+        [0x02, 2, 0, v] if *v >= 0x80 => Ok(*v),
+        _ => Err(bad()),
+    }
+}
+
+/// Compare the TCB a VCEK was issued for with the report's REPORTED_TCB.
+fn check_vek_tcb(vek: &[(&'static str, u8)], reported: &SnpTcb) -> Result<(), HwError> {
+    if vek.is_empty() {
+        return Err(HwError::BadCollateral {
+            detail: "the VCEK names no TCB (no blSPL/teeSPL/snpSPL/ucodeSPL extensions)".into(),
+        });
+    }
+    for (name, v) in vek {
+        let r = match *name {
+            "bootloader" => Some(reported.bootloader),
+            "tee" => Some(reported.tee),
+            "snp" => Some(reported.snp),
+            "microcode" => Some(reported.microcode),
+            _ => reported.fmc,
+        };
+        if r != Some(*v) {
+            return Err(HwError::VekMismatch {
+                key: "VCEK",
+                detail: format!(
+                    "it was issued for {name} SVN {v} but the report's REPORTED_TCB has {}",
+                    r.map_or_else(|| "none".to_string(), |r| r.to_string())
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `r ‖ s` big-endian (48 bytes each) from the report's little-endian 72-byte components.
@@ -335,6 +413,9 @@ pub(crate) fn verify(
             ),
         });
     }
+    if key == "VCEK" {
+        check_vek_tcb(&vek_tcb(&amd.vek_der)?, &parsed.reported_tcb)?;
+    }
     let (_, vek) = X509Certificate::from_der(&amd.vek_der).map_err(|e| HwError::BadCollateral {
         detail: format!("{key} certificate does not parse: {e}"),
     })?;
@@ -348,4 +429,58 @@ pub(crate) fn verify(
     claims.collateral_digests = collateral.digests.clone();
     claims.verified_at = Some(at);
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(name: &str) -> Vec<u8> {
+        let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/hardware-vectors/snp/trustee-milan-vcek")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn a_vcek_names_the_tcb_of_its_report_and_no_other() {
+        let vek = vek_tcb(&vector("vcek.der")).unwrap();
+        let names: Vec<&str> = vek.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["bootloader", "tee", "snp", "microcode"]);
+        let reported = parse(&vector("evidence.bin")).unwrap().reported_tcb;
+        check_vek_tcb(&vek, &reported).unwrap();
+        // The same chip at another TCB (a VCEK from before a firmware update, or a report from
+        // a platform rolled back to older microcode) is refused, naming the component.
+        for (i, name) in ["bootloader", "tee", "snp", "microcode"].iter().enumerate() {
+            let mut other = reported;
+            match i {
+                0 => other.bootloader ^= 1,
+                1 => other.tee ^= 1,
+                2 => other.snp ^= 1,
+                _ => other.microcode ^= 1,
+            }
+            let e = check_vek_tcb(&vek, &other).unwrap_err().to_string();
+            assert!(e.contains(&format!("issued for {name} SVN")), "{e}");
+        }
+        // A VCEK naming no TCB at all is bad collateral, not a pass.
+        assert!(matches!(
+            check_vek_tcb(&[], &reported),
+            Err(HwError::BadCollateral { .. })
+        ));
+    }
+
+    #[test]
+    fn tcb_extension_values_are_small_der_integers() {
+        assert_eq!(tcb_value(&[0x02, 1, 0x7f], "x").unwrap(), 0x7f);
+        assert_eq!(tcb_value(&[0x02, 2, 0, 0xd1], "x").unwrap(), 0xd1);
+        for bad in [
+            &[][..],
+            &[0x02, 1, 0x80],
+            &[0x02, 2, 0, 0x10],
+            &[0x02, 2, 1, 0],
+            &[0x04, 1, 3],
+        ] {
+            assert!(tcb_value(bad, "x").is_err(), "{bad:?}");
+        }
+    }
 }

@@ -111,14 +111,34 @@ pub fn update_tag(
     Ok(())
 }
 
-/// Renew the instance's volume leases.
-pub fn heartbeat(target: &CasTarget, instance_token: &SecretString) -> Result<(), LauncherError> {
-    open(target)?
-        .heartbeat(&HeartbeatRequest {
-            instance_token: instance_token.clone(),
-        })
-        .map_err(|e| call_error("Failed to renew the volume leases in CAS", e))?;
-    Ok(())
+/// The outer message of a failed heartbeat.
+pub const HEARTBEAT: &str = "Failed to renew the volume leases in CAS";
+
+/// A heartbeat that did not renew the leases.
+#[derive(Debug)]
+pub enum HeartbeatError {
+    /// The CAS answered and refused (e.g. `instance_unknown`): the leases are gone.
+    Refused(LauncherError),
+    /// The CAS could not be reached or did not answer: retried until the lease TTL runs out.
+    Unreachable(LauncherError),
+}
+
+/// Renew the instance's volume leases; the lease TTL the CAS granted.
+pub fn heartbeat(
+    target: &CasTarget,
+    instance_token: &SecretString,
+) -> Result<std::time::Duration, HeartbeatError> {
+    let mut channel =
+        open(target).map_err(|e| HeartbeatError::Unreachable(e.context(HEARTBEAT)))?;
+    match channel.heartbeat(&HeartbeatRequest {
+        instance_token: instance_token.clone(),
+    }) {
+        Ok(r) => Ok(std::time::Duration::from_millis(r.lease_ttl_ms)),
+        Err(e @ (ClientError::Api { .. } | ClientError::Status { .. })) => {
+            Err(HeartbeatError::Refused(call_error(HEARTBEAT, e)))
+        }
+        Err(e) => Err(HeartbeatError::Unreachable(call_error(HEARTBEAT, e))),
+    }
 }
 
 /// Tell the CAS the program exited (best effort; failures are logged, not fatal).

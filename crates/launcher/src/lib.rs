@@ -279,12 +279,16 @@ pub fn run_config(
     let placed = exec::place_files(&plan.files).map_err(|e| e.context(START))?;
     let heartbeat = match volumes {
         Some(ctx) if !opened.0.is_empty() => {
-            Some(volumes::Heartbeat::start(ctx).map_err(|e| e.context(START))?)
+            Some(volumes::Heartbeat::start(ctx, &opened).map_err(|e| e.context(START))?)
         }
         _ => None,
     };
     let result = run_program(&plan, program, envcas_config).map_err(|e| e.context(START));
-    drop(heartbeat);
+    // A lost lease stopped the program: that is the outcome, and nothing is written back.
+    let result = match heartbeat.map(volumes::Heartbeat::finish) {
+        Some(Err(lost)) => Err(lost),
+        _ => result,
+    };
     drop(placed);
     let mut saved = Ok(());
     // Write back only what a program that ran may have changed.

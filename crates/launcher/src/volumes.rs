@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags};
 use veil_api::workload::{UpdatePolicy, VolumeGrant};
@@ -35,6 +36,9 @@ use veil_types::SecretString;
 use crate::cas::{self, CasTarget};
 use crate::error::{LauncherError, err};
 use crate::exec::namespace::create_missing_dirs;
+
+/// Longest interval between lease renewals (a quarter of the lease TTL when that is shorter).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Default directory of the backing stores.
 pub const DEFAULT_VOLUMES_DIR: &str = "/var/lib/veil/volumes";
@@ -78,6 +82,8 @@ pub struct VolumeContext {
     pub session: String,
     /// The instance token authorising tag updates (secret: `Debug` is redacted).
     pub instance_token: SecretString,
+    /// The launcher's bound on the lease TTL (`VEIL_LEASE_TIMEOUT_MS`), if shorter than the CAS's.
+    pub lease_timeout: Option<Duration>,
 }
 
 impl VolumeContext {
@@ -119,6 +125,7 @@ impl VolumeContext {
             cas,
             session: session_of(config_id)?.to_string(),
             instance_token: instance_token.clone(),
+            lease_timeout: lease_timeout_from_env(env)?,
         })
     }
 }
@@ -448,32 +455,57 @@ impl Drop for OpenVolumes {
     }
 }
 
-/// Renews the instance's leases in the background while the program runs.
+/// Renews the instance's leases in the background while the program runs, and stops the
+/// program when the leases can no longer be proven (decision 9): the CAS refuses a heartbeat,
+/// or no heartbeat succeeded within the lease TTL (the shorter of the TTL the CAS last
+/// reported and `VEIL_LEASE_TIMEOUT_MS`). The program then gets SIGTERM, and SIGKILL after
+/// [`LEASE_LOSS_GRACE`]; [`Heartbeat::finish`] returns the reason as a fatal error.
 pub struct Heartbeat {
     stop: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Option<LauncherError>>>,
 }
 
-/// Interval between lease renewals (the CAS's lease TTL is 120 s).
-pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The CAS's lease TTL assumed until a heartbeat reports it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// Time between SIGTERM and SIGKILL when the lease is lost.
+pub const LEASE_LOSS_GRACE: Duration = Duration::from_secs(5);
+
+/// The launcher's own bound on the lease TTL from `VEIL_LEASE_TIMEOUT_MS` (it can only shorten
+/// the TTL the CAS grants, never extend it; at least 1 s).
+pub fn lease_timeout_from_env(
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Duration>, LauncherError> {
+    match env.get("VEIL_LEASE_TIMEOUT_MS").filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) if ms >= 1000 => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(LauncherError::new(format!(
+                "VEIL_LEASE_TIMEOUT_MS `{v}` is not a number of milliseconds >= 1000"
+            ))),
+        },
+    }
+}
 
 impl Heartbeat {
     /// Start renewing. Call after entering the namespaces (which need a single thread).
-    pub fn start(ctx: &VolumeContext) -> Result<Self, LauncherError> {
+    pub fn start(ctx: &VolumeContext, volumes: &OpenVolumes) -> Result<Self, LauncherError> {
         let (stop, rx) = std::sync::mpsc::channel::<()>();
         let cas = ctx.cas.clone();
         let token = ctx.instance_token.clone();
+        let bound = ctx.lease_timeout;
+        let names = volumes
+            .0
+            .iter()
+            .map(OpenVolume::name)
+            .collect::<Vec<_>>()
+            .join(", ");
         let thread = std::thread::Builder::new()
             .name("veil-heartbeat".into())
             .spawn(move || {
                 // Forwarded signals must reach the launcher's main thread, not this one.
                 let mut block = nix::sys::signal::SigSet::empty();
-                for s in [
-                    nix::sys::signal::Signal::SIGINT,
-                    nix::sys::signal::Signal::SIGTERM,
-                    nix::sys::signal::Signal::SIGHUP,
-                    nix::sys::signal::Signal::SIGQUIT,
-                ] {
+                for s in crate::exec::FORWARDED {
                     block.add(s);
                 }
                 let _ = nix::sys::signal::pthread_sigmask(
@@ -481,13 +513,57 @@ impl Heartbeat {
                     Some(&block),
                     None,
                 );
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(HEARTBEAT_INTERVAL)
-                {
-                    if let Err(e) = cas::heartbeat(&cas, &token) {
-                        eprintln!("[VEIL|WARN] {e}");
+                let ttl_of = |cas_ttl: Duration| bound.map_or(cas_ttl, |b| b.min(cas_ttl));
+                let mut ttl = ttl_of(DEFAULT_LEASE_TTL);
+                // The lease was granted (or renewed) at attestation, just before this.
+                let mut proven = Instant::now();
+                let mut last_error = String::from("no heartbeat answered yet");
+                let lost = loop {
+                    let deadline = proven + ttl;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break LauncherError::chain(vec![
+                            format!("Stopped the program: the lease on volume {names} can no longer be proven"),
+                            format!(
+                                "no heartbeat was accepted by CAS within the lease TTL of {} ms",
+                                ttl.as_millis()
+                            ),
+                            last_error,
+                        ]);
                     }
+                    let wait = (ttl / 4).min(HEARTBEAT_INTERVAL).min(deadline - now);
+                    if !matches!(
+                        rx.recv_timeout(wait),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    ) {
+                        return None;
+                    }
+                    let sent = Instant::now();
+                    match cas::heartbeat(&cas, &token) {
+                        Ok(granted) => {
+                            proven = sent;
+                            ttl = ttl_of(granted);
+                        }
+                        Err(cas::HeartbeatError::Refused(e)) => {
+                            break e.context(format!(
+                                "Stopped the program: the lease on volume {names} can no longer be proven"
+                            ));
+                        }
+                        Err(cas::HeartbeatError::Unreachable(e)) => {
+                            eprintln!("[VEIL|WARN] {e}");
+                            last_error = e.to_string();
+                        }
+                    }
+                };
+                eprintln!("[VEIL|WARN] {lost}");
+                crate::exec::run::signal_program(nix::sys::signal::Signal::SIGTERM);
+                if matches!(
+                    rx.recv_timeout(LEASE_LOSS_GRACE),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    crate::exec::run::signal_program(nix::sys::signal::Signal::SIGKILL);
                 }
+                Some(lost)
             })
             .map_err(|e| err("Cannot start the lease heartbeat", e))?;
         Ok(Self {
@@ -496,8 +572,16 @@ impl Heartbeat {
         })
     }
 
-    /// Stop renewing and wait for the thread (the same as dropping it).
-    pub fn stop(self) {}
+    /// Stop renewing and wait for the thread: the reason the program was stopped, if the lease
+    /// was lost.
+    pub fn finish(mut self) -> Result<(), LauncherError> {
+        let _ = self.stop.send(());
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Some(lost))) => Err(lost),
+            Some(Err(_)) => Err(LauncherError::new("The lease heartbeat thread failed")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A drop guard: the heartbeat thread is stopped and joined.
@@ -534,6 +618,7 @@ mod tests {
             },
             session: "s".into(),
             instance_token: SecretString::from("t".to_string()),
+            lease_timeout: None,
         }
     }
 

@@ -55,6 +55,14 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
+/// Send `sig` to the running program, if there is one (the lease heartbeat stops it this way).
+pub(crate) fn signal_program(sig: Signal) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
 fn cstring(what: &str, s: &str) -> Result<CString, LauncherError> {
     CString::new(s).map_err(|_| LauncherError::new(format!("{what} contains a NUL byte")))
 }

@@ -5,7 +5,14 @@
 //! * `envcas`, whose program is only known after attestation:
 //!   `SHA-256("veil-measure-envcas-v1" ‖ SHA-256(launcher))`.
 //!
-//! The domain strings keep the two forms apart: no launcher/program pair can produce an envcas
+//! * A converted image's program with what it loads at start (decision 23):
+//!   `SHA-256("veil-measure-v2" ‖ SHA-256(launcher) ‖ SHA-256(program) ‖ SHA-256(list) ‖
+//!   SHA-256(file₁) ‖ … ‖ SHA-256(fileₙ))`, where the files are the program's ELF interpreter, the
+//!   loader cache and its `DT_NEEDED` closure as the converter resolved them, and `list` is their
+//!   absolute paths, each followed by `\n` ([`loaded_list`]): exactly the lines after the first
+//!   (the program) of a converted image's `/etc/veil/program`.
+//!
+//! The domain strings keep the forms apart: no launcher/program pair can produce an envcas
 //! measurement or the other way round. The result is matched against a policy's `mrenclave`.
 
 use std::io;
@@ -18,6 +25,39 @@ use veil_types::Measurement;
 pub const MEASURE_DOMAIN: &[u8] = b"veil-measure-v1";
 /// Domain string of an envcas measurement (launcher only).
 pub const MEASURE_ENVCAS_DOMAIN: &[u8] = b"veil-measure-envcas-v1";
+
+/// Domain string of a launcher + program + loaded files measurement (decision 23).
+pub const MEASURE_V2_DOMAIN: &[u8] = b"veil-measure-v2";
+
+/// The `list` of a v2 measurement: each path followed by `\n`.
+pub fn loaded_list<S: AsRef<str>>(paths: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend_from_slice(p.as_ref().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The v2 measurement of `launcher_hash` running the program `program_hash` that loads, at start,
+/// the files whose paths are `list` (see [`loaded_list`]) and whose SHA-256 are `file_hashes`, in
+/// the same order.
+pub fn measurement_v2(
+    launcher_hash: &Digest32,
+    program_hash: &Digest32,
+    list: &[u8],
+    file_hashes: &[Digest32],
+) -> Measurement {
+    let list_hash = Digest32::of(list);
+    let mut parts: Vec<&[u8]> = vec![
+        MEASURE_V2_DOMAIN,
+        &launcher_hash.0,
+        &program_hash.0,
+        &list_hash.0,
+    ];
+    parts.extend(file_hashes.iter().map(|h| &h.0[..]));
+    Measurement::from(Digest32::of_parts(&parts))
+}
 
 /// What the launcher will execute after attestation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,6 +122,53 @@ mod tests {
             measurement(&l, &Target::Program { hash: p2 }),
             measurement(&l, &Target::Envcas),
             measurement(&l2, &Target::Envcas),
+        ];
+        for (i, a) in cases.iter().enumerate() {
+            for b in cases.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn v2_construction_is_as_documented() {
+        let l = Digest32::of(b"launcher");
+        let p = Digest32::of(b"program");
+        let list = loaded_list(&["/lib64/ld-linux-x86-64.so.2", "/lib/libc.so.6"]);
+        assert_eq!(
+            list,
+            b"/lib64/ld-linux-x86-64.so.2\n/lib/libc.so.6\n".to_vec()
+        );
+        let f1 = Digest32::of(b"ld.so");
+        let f2 = Digest32::of(b"libc");
+        let mut buf = b"veil-measure-v2".to_vec();
+        buf.extend_from_slice(&l.0);
+        buf.extend_from_slice(&p.0);
+        buf.extend_from_slice(&Digest32::of(&list).0);
+        buf.extend_from_slice(&f1.0);
+        buf.extend_from_slice(&f2.0);
+        assert_eq!(
+            measurement_v2(&l, &p, &list, &[f1, f2]),
+            Measurement::from(Digest32::of(&buf))
+        );
+    }
+
+    #[test]
+    fn v2_differs_from_v1_and_depends_on_every_input() {
+        let l = Digest32::of(b"launcher");
+        let p = Digest32::of(b"program");
+        let f = Digest32::of(b"libc");
+        let g = Digest32::of(b"libc2");
+        let one = loaded_list(&["/lib/libc.so.6"]);
+        let other = loaded_list(&["/usr/lib/libc.so.6"]);
+        let cases = [
+            measurement(&l, &Target::Program { hash: p }),
+            measurement_v2(&l, &p, &loaded_list::<&str>(&[]), &[]),
+            measurement_v2(&l, &p, &one, &[f]),
+            measurement_v2(&l, &p, &one, &[g]),
+            measurement_v2(&l, &p, &other, &[f]),
+            measurement_v2(&Digest32::of(b"l2"), &p, &one, &[f]),
+            measurement_v2(&l, &Digest32::of(b"p2"), &one, &[f]),
         ];
         for (i, a) in cases.iter().enumerate() {
             for b in cases.iter().skip(i + 1) {

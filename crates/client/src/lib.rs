@@ -11,10 +11,12 @@
 //! - [`workload`]: typed workload-API calls (nonce, attest, tags, heartbeat, exit) and
 //!   [`workload::WorkloadChannel`], the launcher's blocking connection with an ephemeral key.
 //! - [`las`]: the LAS unix-socket client (evidence for this process).
+//! - [`tsm`]: hardware evidence inside a TDX or SEV-SNP guest through Linux configfs-tsm.
 
 pub mod config;
 pub mod connection;
 pub mod las;
+pub mod tsm;
 pub mod workload;
 
 pub use config::{

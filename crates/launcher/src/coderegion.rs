@@ -23,15 +23,14 @@
 //!   it alive. Mount points created for this are removed again when the program has exited, or
 //!   as soon as a later step fails ([`ExposedRegion`] is a drop guard).
 
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use veil_api::workload::{CodeRegion, UpdatePolicy};
 use veil_shield::{Access, Expect, Options, Volume, VolumeId, VolumeKey};
 
 use crate::error::{LauncherError, err};
-use crate::exec::namespace::{Undo, staging_tmpfs};
+use crate::exec::namespace::{MountPoint, Undo, mount_point, staging_tmpfs};
 
 /// The name the code region carries in messages.
 pub const CODE_REGION_NAME: &str = "code-region";
@@ -132,9 +131,9 @@ impl OpenRegion {
         place_dir(&tree, Path::new("/"), &mut ex.undo)
             .map_err(|e| e.context(expose_outer.clone()))?;
         // Detach the staging tmpfs: the bind mounts keep the region alive.
-        nix::mount::umount2(&staging, MntFlags::MNT_DETACH)
-            .map_err(|e| err(expose_outer, format!("detaching the staging tmpfs: {e}")))?;
-        ex.undo.unmounted(&staging);
+        ex.undo
+            .release(&staging)
+            .map_err(|e| e.context(expose_outer))?;
         Ok(ex)
     }
 }
@@ -175,11 +174,7 @@ fn place_dir(src: &Path, dst: &Path, ex: &mut Undo) -> Result<(), LauncherError>
         if smd.is_dir() {
             match host {
                 None => {
-                    std::fs::DirBuilder::new()
-                        .mode(0o755)
-                        .create(&d)
-                        .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
-                    ex.created_dir(&d);
+                    mount_point(&d, MountPoint::Dir)?;
                     bind_read_only(&s, &d, ex)?;
                 }
                 Some(m) if m.is_dir() => {
@@ -199,13 +194,7 @@ fn place_dir(src: &Path, dst: &Path, ex: &mut Undo) -> Result<(), LauncherError>
         } else if smd.is_file() {
             match host {
                 None => {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&d)
-                        .map_err(|e| err(format!("creating mount point {}", d.display()), e))?;
-                    ex.created_file(&d);
+                    mount_point(&d, MountPoint::File)?;
                 }
                 Some(m) if m.is_file() => {}
                 Some(_) => {

@@ -124,9 +124,12 @@ mod tests {
     fn runs_program_with_config_and_private_files() {
         let d = tempfile::tempdir().expect("tmp");
         let t = d.path();
+        // Outputs go elsewhere: new entries in `t` live only in the namespace (it is mirrored).
+        let o = tempfile::tempdir().expect("tmp");
         std::fs::write(t.join("existing"), b"host content").expect("w");
         let new = t.join("new/dir/f");
-        let out = t.join("out.txt");
+        let out = o.path().join("out.txt");
+        let before = listing(t);
         let script = format!(
             "exec > {out}; cat {e}; echo; cat {n}; echo; stat -c %a {e} {n}; echo \"$A|$HOSTVAR|$OTHER|$1|$0\"; pwd; exit 3",
             out = out.display(),
@@ -158,20 +161,73 @@ mod tests {
             t.display()
         );
         assert_eq!(got, want);
-        // Nothing leaked onto the host: original content, placeholders and dirs gone.
+        // Nothing leaked onto the host: original content, no mount point was ever made there.
         assert_eq!(
             std::fs::read(t.join("existing")).expect("r"),
             b"host content"
         );
-        assert!(!t.join("new").exists());
+        assert_eq!(listing(t), before);
+    }
+
+    /// Every path below `dir` (recursively), sorted.
+    fn listing(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                if e.file_type().expect("type").is_dir() {
+                    todo.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn mount_points_never_follow_symlinks_and_never_touch_the_host() {
+        let d = tempfile::tempdir().expect("tmp");
+        let t = d.path();
+        let host = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(t.join("real")).expect("mkdir");
+        std::os::unix::fs::symlink(host.path(), t.join("link")).expect("symlink");
+        let before = (listing(t), listing(host.path()));
+        let spec = Spec {
+            config: config(
+                vec!["sh".into(), "-c".into(), "exit 0".into()],
+                &[],
+                t,
+                vec![
+                    file(&t.join("real/new/f"), b"one", 0o600),
+                    file(&t.join("link/f"), b"two", 0o600),
+                ],
+            ),
+            host_argv: vec!["sh".into()],
+            envcas_config: None,
+        };
+        let o = child(&spec).output().expect("run");
+        assert_eq!(o.status.code(), Some(100));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains(&format!(
+                "{} is a symbolic link: the launcher does not follow symbolic links",
+                t.join("link").display()
+            )),
+            "{e}"
+        );
+        assert_eq!((listing(t), listing(host.path())), before);
     }
 
     #[test]
     fn a_failed_placement_leaves_nothing_behind() {
         let d = tempfile::tempdir().expect("tmp");
         let t = d.path();
+        let o = tempfile::tempdir().expect("tmp");
         std::fs::create_dir(t.join("isdir")).expect("mkdir");
-        let out = t.join("out");
+        let out = o.path().join("out");
+        let before = listing(t);
         // The first file is placed (directories, placeholder, bind mount); the second cannot
         // be (its path is a directory), so the program never runs and the guard undoes both.
         let spec = Spec {
@@ -187,26 +243,21 @@ mod tests {
             host_argv: vec!["sh".into()],
             envcas_config: None,
         };
-        let c = child(&spec)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let pid = c.id();
-        let o = c.wait_with_output().expect("run");
+        let tmp_before = listing(&std::env::temp_dir());
+        let o = child(&spec).output().expect("run");
         assert_eq!(o.status.code(), Some(100));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("is a directory"), "{err}");
         assert!(!out.exists(), "the program ran");
-        assert!(!t.join("new").exists(), "placeholder left behind");
-        assert!(t.join("isdir").is_dir());
-        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-            .expect("tmp dir")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| n.starts_with(&format!("veil-injection-{pid}-")))
+        assert_eq!(listing(t), before, "mount point left behind");
+        // No staging directory was ever made on the host (they live in the private root).
+        let tmp_after = listing(&std::env::temp_dir());
+        let staged: Vec<_> = tmp_after
+            .iter()
+            .filter(|p| !tmp_before.contains(p))
+            .filter(|p| p.to_string_lossy().contains("veil-injection"))
             .collect();
-        assert!(left.is_empty(), "{left:?}");
+        assert!(staged.is_empty(), "{staged:?}");
     }
 
     #[test]
@@ -217,7 +268,8 @@ mod tests {
         let cfg_path = t.join("etc/envcas/config.yaml");
         let secret_in = t.join("etc/envcas/injected_file1");
         let out1 = t.join("work/out1");
-        let res = t.join("res");
+        let o = tempfile::tempdir().expect("tmp");
+        let res = o.path().join("res");
         let yaml = format!(
             "program: /bin/sh\ninjection_files:\n  - from: {}\n    to: {}\n",
             secret_in.display(),
@@ -331,7 +383,8 @@ mod tests {
             veil_shield::Protection::Encrypted,
         )
         .expect("build");
-        let out = t.join("out");
+        let o = tempfile::tempdir().expect("tmp");
+        let out = o.path().join("out");
         let script = format!(
             "exec > {out}; cd {t}; cat new/app.sh empty/e.txt host/added.txt host/keep; \
              for f in new/w host/added.txt; do if ( echo x >> $f ) 2>/dev/null; then echo writable; else echo ro; fi; done",

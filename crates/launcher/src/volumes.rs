@@ -35,7 +35,7 @@ use veil_types::SecretString;
 
 use crate::cas::{self, CasTarget};
 use crate::error::{LauncherError, err};
-use crate::exec::namespace::create_missing_dirs;
+use crate::exec::namespace::{MountPoint, mount_point};
 
 /// Longest interval between lease renewals (a quarter of the lease TTL when that is shorter).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
@@ -186,7 +186,6 @@ pub struct OpenVolume {
     recorded: Option<Tag>,
     mounted: bool,
     fuse: Option<veil_shield::fuse::Mounted>,
-    created_dirs: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for OpenVolume {
@@ -289,7 +288,6 @@ pub fn open_volume(ctx: &VolumeContext, grant: &VolumeGrant) -> Result<OpenVolum
         recorded,
         mounted: false,
         fuse: None,
-        created_dirs: Vec::new(),
     })
 }
 
@@ -328,14 +326,11 @@ impl OpenVolume {
         )
     }
 
+    /// The volume's directory, made on a launcher tmpfs when missing (never on the host, never
+    /// through a symbolic link).
     fn make_mount_point(&mut self) -> Result<PathBuf, LauncherError> {
         let path = PathBuf::from(&self.grant.path);
-        let outer = self.outer();
-        create_missing_dirs(&path, 0o755, |d| self.created_dirs.push(d))
-            .map_err(|(d, e)| err(outer.clone(), format!("creating {}: {e}", d.display())))?;
-        if !path.is_dir() {
-            return Err(err(outer, format!("{} is not a directory", path.display())));
-        }
+        mount_point(&path, MountPoint::Dir).map_err(|e| e.context(self.outer()))?;
         Ok(path)
     }
 
@@ -423,7 +418,7 @@ impl OpenVolume {
 }
 
 /// A drop guard: an [`OpenVolume`] unmounts its FUSE mount (which commits and records its
-/// final state) or tmpfs and removes the directories created as its mount point.
+/// final state) or tmpfs (its mount point, if made, lives on a launcher tmpfs).
 impl Drop for OpenVolume {
     fn drop(&mut self) {
         if let Some(m) = self.fuse.take()
@@ -436,9 +431,6 @@ impl Drop for OpenVolume {
                 tracing::warn!("cannot unmount {}: {e}", self.grant.path);
             }
             self.mounted = false;
-        }
-        for d in self.created_dirs.drain(..).rev() {
-            let _ = std::fs::remove_dir(&d);
         }
     }
 }

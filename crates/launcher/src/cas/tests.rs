@@ -120,11 +120,20 @@ fn attests_and_receives_the_configuration() {
     // The instance token authorises the later calls, each on a fresh channel.
     heartbeat(&cas.target, &cfg.instance_token).unwrap();
     report_exit(&cas.target, &cfg.instance_token, 0);
-    let e = heartbeat(&cas.target, &SecretString::from("bogus".to_string())).unwrap_err();
-    assert_eq!(
-        e.chain[0], "Failed to renew the volume leases in CAS",
-        "{e:?}"
-    );
+    // An unknown token is the CAS refusing (the leases are gone); no CAS is "unreachable".
+    let HeartbeatError::Refused(e) =
+        heartbeat(&cas.target, &SecretString::from("bogus".to_string())).unwrap_err()
+    else {
+        panic!("an unknown instance token is a refusal");
+    };
+    assert_eq!(e.chain[0], HEARTBEAT, "{e:?}");
+    assert!(e.to_string().contains("instance token is unknown"), "{e:?}");
+    let nowhere = CasTarget {
+        addr: "127.0.0.1:1".into(),
+        key_hash: cas.target.key_hash.clone(),
+    };
+    let r = heartbeat(&nowhere, &cfg.instance_token);
+    assert!(matches!(r, Err(HeartbeatError::Unreachable(_))), "{r:?}");
 
     // Evidence bound to another nonce (a replay) is refused with the binding error.
     let stale = ReportData::bind(&veil_attest::Nonce([1; 32]), b"x");

@@ -1,32 +1,77 @@
 //! The private mount namespace and what the launcher places in it (decision 4).
 //!
 //! The launcher enters its own mount namespace (`unshare(CLONE_NEWNS)`, plus a user namespace
-//! when not root) with all mounts made private, so nothing it mounts is visible on the host. A
-//! tmpfs is mounted (inside that namespace only) on a fresh, empty staging directory; each
-//! injection file is written there with its mode and bind-mounted at its path; then the staging
-//! tmpfs is detached, so only the bind mounts keep it alive and the program sees no staging
-//! directory. A missing path gets an empty placeholder file (and missing parent directories) as
-//! mount point.
+//! when not root) with all mounts made private, so nothing it mounts is visible on the host, and
+//! gives itself a **private root**: a tmpfs mounted over `/` that mirrors the host's top-level
+//! entries (each bind-mounted recursively onto a placeholder of its type, symbolic links
+//! recreated as links), entered with `chroot`. The launcher writes only into tmpfs it mounted
+//! itself, so after a `kill -9` the namespace and everything in it are gone and nothing is left
+//! on the host's file system.
+//!
+//! * **Staging**: each staging tmpfs (program copy, injection files, code region) is mounted on a
+//!   fresh directory of the private root (`/.veil-<what>-…`); once its files are bind-mounted at
+//!   their paths it is detached and its directory removed ([`Undo::release`]), before the program
+//!   starts.
+//! * **Mount points** ([`mount_point`]): the path is walked from `/` one component at a time with
+//!   `O_PATH | O_NOFOLLOW`; a symbolic link anywhere on it is refused (the launcher never follows
+//!   one). Where a component is missing, the deepest existing directory is **mirrored**: a tmpfs
+//!   is mounted over it holding a bind mount of each of its entries, so the directory looks the
+//!   same and the missing directories and the empty placeholder file are created on that tmpfs.
+//!   A directory created by the program directly in a mirrored directory therefore lives in the
+//!   namespace only; the entries that existed are the host's own (bind mounts).
 //!
 //! Every change to the file system is recorded in an [`Undo`] guard as it is made, and undone
 //! in reverse order when the guard is dropped: on an error path nothing is cleaned up by hand,
 //! and nothing placed survives a failed later step.
 
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use veil_api::workload::InjectionFile;
 use veil_types::ExposeSecret;
 
 use crate::error::{LauncherError, err};
 use crate::exec::plan::check_path;
 
+/// Whether this process is already in its private mount namespace with its private root.
+static ENTERED: AtomicBool = AtomicBool::new(false);
+
+/// Device numbers of the tmpfs the launcher mounted as mirrors (the private root included):
+/// mount points below them are created directly.
+static OWNED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn own(dev: u64) {
+    if let Ok(mut o) = OWNED.lock() {
+        o.push(dev);
+    }
+}
+
+fn is_owned(dev: u64) -> bool {
+    OWNED.lock().map(|o| o.contains(&dev)).unwrap_or(false)
+}
+
+/// Whether [`enter_private_mount_namespace`] has succeeded in this process.
+pub fn in_private_namespace() -> bool {
+    ENTERED.load(Ordering::SeqCst)
+}
+
 /// Enter a private mount namespace (and a user namespace mapping our own uid/gid when not
-/// root). Must be called while the process is single-threaded.
+/// root) with a private root (see the module documentation). Idempotent. Must be called while
+/// the process is single-threaded.
 pub fn enter_private_mount_namespace() -> Result<(), LauncherError> {
+    if ENTERED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let outer = "Cannot create a private mount namespace";
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
@@ -50,7 +95,266 @@ pub fn enter_private_mount_namespace() -> Result<(), LauncherError> {
         None::<&str>,
     )
     .map_err(|e| err(outer, format!("making / private: {e}")))?;
+    private_root().map_err(|e| e.context(outer))?;
+    ENTERED.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+fn open_path(dir: impl AsFd, name: impl AsRef<Path>) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name.as_ref(),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, LauncherError> {
+    openat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("opening {}", path.display()), e))
+}
+
+/// The `/proc/self/fd/N` path naming exactly the file `fd` refers to (a mount source or target
+/// that no symbolic link or rename can redirect).
+pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn tmpfs_options(md: &nix::sys::stat::FileStat) -> String {
+    format!(
+        "mode={:o},uid={},gid={}",
+        md.st_mode & 0o7777,
+        md.st_uid,
+        md.st_gid
+    )
+}
+
+/// Mount a tmpfs over `/`, mirror the host's top-level entries in it and `chroot` into it; the
+/// working directory is kept (by path).
+fn private_root() -> Result<(), LauncherError> {
+    let cwd = nix::unistd::getcwd().ok();
+    let old = open_dir(Path::new("/"))?;
+    let md = fstat(&old).map_err(|e| err("inspecting /", e))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        "/",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(tmpfs_options(&md).as_str()),
+    )
+    .map_err(|e| err("mounting the private root tmpfs", e))?;
+    // A lookup from `/` does not cross a mount stacked on the root itself; `..` at the root
+    // does, and lands on the new tmpfs.
+    let new = open_dir(Path::new("/.."))?;
+    let nmd = fstat(&new).map_err(|e| err("inspecting the private root", e))?;
+    if nmd.st_dev == md.st_dev {
+        return Err(LauncherError::new(
+            "the private root tmpfs is not reachable",
+        ));
+    }
+    own(nmd.st_dev);
+    mirror_entries(&old, Path::new("/"), &new)?;
+    nix::unistd::fchdir(&new).map_err(|e| err("entering the private root", e))?;
+    nix::unistd::chroot(".").map_err(|e| err("entering the private root (chroot)", e))?;
+    let back = cwd.as_deref().unwrap_or(Path::new("/"));
+    if nix::unistd::chdir(back).is_err() {
+        nix::unistd::chdir("/").map_err(|e| err("changing to /", e))?;
+    }
+    Ok(())
+}
+
+/// Populate the tmpfs `new` with a mirror of the directory `old` (shown as `shown`): each entry
+/// bind-mounted (recursively) onto a placeholder of its kind, symbolic links recreated.
+fn mirror_entries(old: &OwnedFd, shown: &Path, new: &OwnedFd) -> Result<(), LauncherError> {
+    let src = fd_path(old);
+    let dst = fd_path(new);
+    let entries =
+        std::fs::read_dir(&src).map_err(|e| err(format!("reading {}", shown.display()), e))?;
+    for e in entries {
+        let e = e.map_err(|e| err(format!("reading {}", shown.display()), e))?;
+        let name = e.file_name();
+        let what = || shown.join(&name);
+        let ft = e
+            .file_type()
+            .map_err(|e| err(format!("inspecting {}", what().display()), e))?;
+        if ft.is_symlink() {
+            let target = std::fs::read_link(src.join(&name))
+                .map_err(|e| err(format!("reading the link {}", what().display()), e))?;
+            nix::unistd::symlinkat(&target, new, name.as_os_str())
+                .map_err(|e| err(format!("mirroring the link {}", what().display()), e))?;
+            continue;
+        }
+        if ft.is_dir() {
+            mkdirat(new, name.as_os_str(), Mode::from_bits_truncate(0o755))
+        } else {
+            openat(
+                new,
+                name.as_os_str(),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map(drop)
+        }
+        .map_err(|e| err(format!("mirroring {}", what().display()), e))?;
+        nix::mount::mount(
+            Some(&src.join(&name)),
+            &dst.join(&name),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| err(format!("mirroring {}", what().display()), e))?;
+    }
+    Ok(())
+}
+
+/// Mirror the host directory `dir` (open as `fd`) on a new tmpfs mounted over it; returns the
+/// mirror's directory.
+fn mirror(dir: &Path, fd: &OwnedFd) -> Result<OwnedFd, LauncherError> {
+    let md = fstat(fd).map_err(|e| err(format!("inspecting {}", dir.display()), e))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &fd_path(fd),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(tmpfs_options(&md).as_str()),
+    )
+    .map_err(|e| err(format!("mounting a tmpfs over {}", dir.display()), e))?;
+    let new = open_dir(dir)?;
+    let nmd = fstat(&new).map_err(|e| err(format!("inspecting {}", dir.display()), e))?;
+    if nmd.st_dev == md.st_dev {
+        return Err(LauncherError::new(format!(
+            "{} changed while the launcher mirrored it",
+            dir.display()
+        )));
+    }
+    own(nmd.st_dev);
+    // Children of the covered directory are still reached through its descriptor.
+    mirror_entries(fd, dir, &new)?;
+    Ok(new)
+}
+
+/// What a mount point is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPoint {
+    /// A file (bind-mounted file).
+    File,
+    /// A directory (a tmpfs, FUSE mount or bind-mounted directory).
+    Dir,
+}
+
+/// Find or make a mount point of `kind` at the absolute `path` inside the private namespace,
+/// never changing the host's file system and never following a symbolic link (see the module
+/// documentation). Returns it opened with `O_PATH` (mount on [`fd_path`] of it).
+pub fn mount_point(path: &Path, kind: MountPoint) -> Result<OwnedFd, LauncherError> {
+    if !in_private_namespace() {
+        return Err(LauncherError::new(
+            "mount points are made only inside the private mount namespace",
+        ));
+    }
+    let names: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::RootDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|()| {
+            LauncherError::new(format!("{} is not a plain absolute path", path.display()))
+        })?;
+    if !path.is_absolute() || names.is_empty() {
+        return Err(LauncherError::new(format!(
+            "{} is not a plain absolute path below /",
+            path.display()
+        )));
+    }
+    let mut cur = open_dir(Path::new("/"))?;
+    let mut shown = PathBuf::from("/");
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        let next = shown.join(name);
+        match open_path(&cur, name) {
+            Ok(fd) => {
+                let md =
+                    fstat(&fd).map_err(|e| err(format!("inspecting {}", next.display()), e))?;
+                let fmt = SFlag::from_bits_truncate(md.st_mode & SFlag::S_IFMT.bits());
+                if fmt == SFlag::S_IFLNK {
+                    return Err(LauncherError::new(format!(
+                        "{} is a symbolic link: the launcher does not follow symbolic links when it places {}",
+                        next.display(),
+                        path.display()
+                    )));
+                }
+                let is_dir = fmt == SFlag::S_IFDIR;
+                if (!last || kind == MountPoint::Dir) && !is_dir {
+                    return Err(LauncherError::new(format!(
+                        "{} is not a directory",
+                        next.display()
+                    )));
+                }
+                if last && kind == MountPoint::File && is_dir {
+                    return Err(LauncherError::new(format!(
+                        "{} is a directory",
+                        path.display()
+                    )));
+                }
+                cur = fd;
+            }
+            Err(Errno::ENOENT) => {
+                let md =
+                    fstat(&cur).map_err(|e| err(format!("inspecting {}", shown.display()), e))?;
+                if !is_owned(md.st_dev) {
+                    cur = mirror(&shown, &cur)?;
+                }
+                return create_below(cur, &shown, &names[i..], kind);
+            }
+            Err(e) => return Err(err(format!("opening {}", next.display()), e)),
+        }
+        shown = next;
+    }
+    Ok(cur)
+}
+
+/// Create `names` (directories, then the mount point of `kind`) below `dir`, a launcher tmpfs.
+fn create_below(
+    mut dir: OwnedFd,
+    shown: &Path,
+    names: &[&OsStr],
+    kind: MountPoint,
+) -> Result<OwnedFd, LauncherError> {
+    // `O_PATH` descriptors cannot be written through: create relative to a real directory.
+    let mut shown = shown.to_path_buf();
+    for (i, name) in names.iter().enumerate() {
+        shown.push(name);
+        let parent = openat(
+            &dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err(format!("opening {}", shown.display()), e))?;
+        let made = if i + 1 < names.len() || kind == MountPoint::Dir {
+            mkdirat(&parent, *name, Mode::from_bits_truncate(0o755))
+        } else {
+            openat(
+                &parent,
+                *name,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map(drop)
+        };
+        made.map_err(|e| err(format!("creating mount point {}", shown.display()), e))?;
+        dir =
+            open_path(&parent, name).map_err(|e| err(format!("opening {}", shown.display()), e))?;
+    }
+    Ok(dir)
 }
 
 /// One recorded change.
@@ -58,8 +362,6 @@ pub fn enter_private_mount_namespace() -> Result<(), LauncherError> {
 enum Step {
     /// A mount at this path (undone with a lazy unmount).
     Mount(PathBuf),
-    /// A file the launcher created.
-    File(PathBuf),
     /// A directory the launcher created (removed only if empty: something else may have been
     /// put there meanwhile).
     Dir(PathBuf),
@@ -76,11 +378,6 @@ impl Undo {
     /// Record a mount at `path`.
     pub fn mounted(&mut self, path: &Path) {
         self.steps.push(Step::Mount(path.to_path_buf()));
-    }
-
-    /// Record a created file.
-    pub fn created_file(&mut self, path: &Path) {
-        self.steps.push(Step::File(path.to_path_buf()));
     }
 
     /// Record a created directory.
@@ -107,35 +404,23 @@ impl Undo {
         })
     }
 
-    /// Create the missing directories up to and including `dir`, recording each.
-    pub fn create_dirs(&mut self, dir: &Path, mode: u32) -> std::io::Result<()> {
-        create_missing_dirs(dir, mode, |d| self.created_dir(&d)).map_err(|(_, e)| e)
-    }
-}
-
-/// Create the missing directories up to and including `dir`, outermost first, with `mode`,
-/// handing each to `created` once made. On failure: the directory that could not be created.
-pub fn create_missing_dirs(
-    dir: &Path,
-    mode: u32,
-    mut created: impl FnMut(PathBuf),
-) -> Result<(), (PathBuf, std::io::Error)> {
-    let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur {
-        if d.exists() {
-            break;
+    /// Detach the staging tmpfs mounted at `staging` now and remove its directory (what was
+    /// bind-mounted from it stays alive through those mounts), forgetting both steps.
+    pub fn release(&mut self, staging: &Path) -> Result<(), LauncherError> {
+        nix::mount::umount2(staging, MntFlags::MNT_DETACH)
+            .map_err(|e| err(format!("detaching {}", staging.display()), e))?;
+        self.unmounted(staging);
+        std::fs::remove_dir(staging)
+            .map_err(|e| err(format!("removing {}", staging.display()), e))?;
+        if let Some(i) = self
+            .steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Dir(p) if p == staging))
+        {
+            self.steps.remove(i);
         }
-        missing.push(d.to_path_buf());
-        cur = d.parent();
+        Ok(())
     }
-    for d in missing.into_iter().rev() {
-        match std::fs::DirBuilder::new().mode(mode).create(&d) {
-            Ok(()) => created(d),
-            Err(e) => return Err((d, e)),
-        }
-    }
-    Ok(())
 }
 
 impl Drop for Undo {
@@ -147,11 +432,6 @@ impl Drop for Undo {
                         tracing::warn!("cannot unmount {}: {e}", m.display());
                     }
                 }
-                Step::File(f) => {
-                    if let Err(e) = std::fs::remove_file(&f) {
-                        tracing::warn!("cannot remove {}: {e}", f.display());
-                    }
-                }
                 Step::Dir(d) => {
                     let _ = std::fs::remove_dir(&d);
                 }
@@ -160,20 +440,26 @@ impl Drop for Undo {
     }
 }
 
-/// A fresh, empty staging directory (mode 0700) under `$TMPDIR` named `veil-<what>-…`, recorded
-/// in `undo`, with a tmpfs mounted on it (also recorded). The error names the failed step; the
-/// caller adds its outer message.
+/// A fresh, empty staging directory (mode 0700) in the private root named `/.veil-<what>-…`,
+/// recorded in `undo`, with a tmpfs mounted on it (also recorded); [`Undo::release`] detaches
+/// and removes it. The error names the failed step; the caller adds its outer message.
 pub fn staging_tmpfs(what: &str, undo: &mut Undo) -> Result<PathBuf, LauncherError> {
+    if !in_private_namespace() {
+        return Err(LauncherError::new(
+            "staging tmpfs are made only inside the private mount namespace",
+        ));
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let staging =
-        std::env::temp_dir().join(format!("veil-{what}-{}-{nanos:08x}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging)
-        .map_err(|e| LauncherError::new(format!("creating {}: {e}", staging.display())))?;
+    let staging = PathBuf::from(format!("/.veil-{what}-{}-{nanos:08x}", std::process::id()));
+    mkdirat(
+        nix::fcntl::AT_FDCWD,
+        &staging,
+        Mode::from_bits_truncate(0o700),
+    )
+    .map_err(|e| LauncherError::new(format!("creating {}: {e}", staging.display())))?;
     undo.created_dir(&staging);
     nix::mount::mount(
         Some("tmpfs"),
@@ -213,9 +499,10 @@ pub fn place_files(files: &[InjectionFile]) -> Result<PlacedFiles, LauncherError
             .map_err(|e| e.context(format!("Cannot place injection file {}", f.path)))?;
     }
     // Detach the staging tmpfs: the bind mounts keep their files alive.
-    nix::mount::umount2(&staging, MntFlags::MNT_DETACH)
-        .map_err(|e| err("Cannot detach the injection tmpfs", e))?;
-    placed.undo.unmounted(&staging);
+    placed
+        .undo
+        .release(&staging)
+        .map_err(|e| e.context("Cannot detach the injection tmpfs"))?;
     Ok(placed)
 }
 
@@ -233,29 +520,11 @@ fn place_one(f: &InjectionFile, staged: &Path, undo: &mut Undo) -> Result<(), La
     mem.set_permissions(std::fs::Permissions::from_mode(f.mode & 0o7777))
         .map_err(|e| err("setting the mode", e))?;
     drop(mem);
-    // Mount point: create missing directories and an empty placeholder file.
-    if let Some(parent) = target.parent() {
-        undo.create_dirs(parent, 0o777)
-            .map_err(|e| err(format!("creating directory {}", parent.display()), e))?;
-    }
-    match std::fs::symlink_metadata(&target) {
-        Ok(md) if md.is_dir() => {
-            return Err(LauncherError::new(format!("{} is a directory", f.path)));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&target)
-                .map_err(|e| err(format!("creating mount point {}", f.path), e))?;
-            undo.created_file(&target);
-        }
-    }
+    // Mount point: the file, or an empty placeholder on a launcher tmpfs (never on the host).
+    let point = mount_point(&target, MountPoint::File)?;
     nix::mount::mount(
         Some(staged),
-        &target,
+        &fd_path(&point),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -270,28 +539,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn undo_removes_what_was_created_last_first_and_keeps_the_rest() {
+    fn undo_removes_created_directories_only_when_empty() {
         let d = tempfile::tempdir().unwrap();
         let t = d.path();
-        std::fs::write(t.join("host"), b"host").unwrap();
         {
             let mut undo = Undo::default();
-            undo.create_dirs(&t.join("a/b/c"), 0o755).unwrap();
-            std::fs::write(t.join("a/b/c/f"), b"x").unwrap();
-            undo.created_file(&t.join("a/b/c/f"));
-            assert!(t.join("a/b/c/f").exists());
+            std::fs::create_dir(t.join("a")).unwrap();
+            undo.created_dir(&t.join("a"));
             assert_eq!(undo.mounts().count(), 0);
         }
         assert!(!t.join("a").exists());
-        assert_eq!(std::fs::read(t.join("host")).unwrap(), b"host");
-
         // A directory that gained foreign content meanwhile is left alone.
         {
             let mut undo = Undo::default();
-            undo.create_dirs(&t.join("k"), 0o755).unwrap();
+            std::fs::create_dir(t.join("k")).unwrap();
+            undo.created_dir(&t.join("k"));
             std::fs::write(t.join("k/foreign"), b"y").unwrap();
         }
         assert!(t.join("k/foreign").exists());
+    }
+
+    #[test]
+    fn mount_points_are_refused_outside_the_private_namespace() {
+        // This test process never enters it (the executor tests do, in child processes).
+        let e = mount_point(Path::new("/tmp/x"), MountPoint::File).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("only inside the private mount namespace"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod attacks;
 mod audit;
 mod cas;
+mod cli;
 mod coderegion;
 mod counter;
 mod deps;

@@ -1,6 +1,6 @@
 //! The CLI's side of the client: the pinned CAS keys in `~/.veil/config.json`
-//! (`VEIL_CLI_CONFIG`) and the client identity (`~/.veil/identity.pem`, `VEIL_IDENTITY`,
-//! created on first use).
+//! (`-c/--config`, `VEIL_CLI_CONFIG` or SCONE's `SCONE_CLI_CONFIG`) and the client identity
+//! (`~/.veil/identity.pem`, `VEIL_IDENTITY`, created on first use).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,11 +35,33 @@ pub fn load_identity(explicit: Option<&Path>) -> Result<Identity, ClientError> {
     )?)
 }
 
-/// The client config file: `VEIL_CLI_CONFIG`, else `~/.veil/config.json`.
-pub fn config_path() -> PathBuf {
-    match std::env::var_os("VEIL_CLI_CONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => home().join(".veil/config.json"),
+static CONFIG_OVERRIDE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use `path` as the client config for the rest of this process (the CLI's global
+/// `-c/--config FILE`); it wins over the environment. Only the first call counts.
+pub fn set_config_path(path: PathBuf) {
+    let _ = CONFIG_OVERRIDE.set(path);
+}
+
+/// The client config file: the `-c/--config` path ([`set_config_path`]), else
+/// `VEIL_CLI_CONFIG` or `SCONE_CLI_CONFIG` (both set to different values is an error, decision
+/// 18), else `~/.veil/config.json`.
+pub fn config_path() -> Result<PathBuf, ClientError> {
+    if let Some(p) = CONFIG_OVERRIDE.get() {
+        return Ok(p.clone());
+    }
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    match (var("VEIL_CLI_CONFIG"), var("SCONE_CLI_CONFIG")) {
+        (Some(v), Some(s)) if v != s => Err(ClientError::Config {
+            path: PathBuf::from(&v).display().to_string(),
+            msg: format!(
+                "VEIL_CLI_CONFIG and SCONE_CLI_CONFIG are both set, to different values ({} and {})",
+                PathBuf::from(&v).display(),
+                PathBuf::from(&s).display()
+            ),
+        }),
+        (Some(p), _) | (None, Some(p)) => Ok(PathBuf::from(p)),
+        (None, None) => Ok(home().join(".veil/config.json")),
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Connection {
     max_response: usize,
     /// Key hash the server presented.
     pub server_key_hash: String,
+    /// The certificate (DER) the server presented.
+    pub server_cert_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -190,10 +192,10 @@ impl Connection {
                 return Err(connect_err(addr, format!("TLS handshake failed: {e}")));
             }
         };
-        let server_key_hash = seen
+        let (server_key_hash, server_cert_der) = seen
             .lock()
             .ok()
-            .and_then(|s| s.key_hash.clone())
+            .and_then(|s| s.key_hash.clone().zip(s.cert_der.clone()))
             .ok_or_else(|| connect_err(addr, "the server presented no certificate".into()))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
@@ -208,6 +210,7 @@ impl Connection {
             host: addr.to_string(),
             max_response: MAX_RESPONSE,
             server_key_hash,
+            server_cert_der,
         })
     }
 

@@ -3,7 +3,7 @@
 //! Used by the CLI, the launcher and the integration tests; it links no server code.
 //!
 //! - [`config`]: [`CliConfig`], the pinned CAS keys in `~/.veil/config.json`
-//!   (`VEIL_CLI_CONFIG`; the first pinned CAS is the default), and [`identity_path`] /
+//!   (`-c/--config`, `VEIL_CLI_CONFIG`, `SCONE_CLI_CONFIG`; the first pinned CAS is the default), and [`identity_path`] /
 //!   [`load_identity`], the client identity (`~/.veil/identity.pem`, `VEIL_IDENTITY`).
 //! - [`connection`]: [`Connection`], one keep-alive HTTPS connection (TLS 1.3) to a CAS whose
 //!   key hash must equal the pinned one, with an optional client identity and a response-size
@@ -20,7 +20,8 @@ pub mod tsm;
 pub mod workload;
 
 pub use config::{
-    CliConfig, PinnedCas, config_path, identity_path, load_identity, with_default_port,
+    CliConfig, PinnedCas, config_path, identity_path, load_identity, set_config_path,
+    with_default_port,
 };
 pub use connection::{Answer, Connection, MAX_RESPONSE, PlainConnection, encode_path};
 

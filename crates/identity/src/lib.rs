@@ -346,6 +346,8 @@ pub struct SeenServer {
     pub key_hash: Option<String>,
     /// Whether that key hash differed from the pinned one.
     pub mismatch: bool,
+    /// The server's certificate (DER) in the last handshake.
+    pub cert_der: Option<Vec<u8>>,
 }
 
 /// Server verifier of veil's clients: the server is accepted only when the key hash of its
@@ -389,6 +391,7 @@ impl ServerCertVerifier for PinnedServerKey {
         if let Ok(mut seen) = self.seen.lock() {
             seen.key_hash = Some(hash.to_hex());
             seen.mismatch = mismatch;
+            seen.cert_der = Some(end_entity.to_vec());
         }
         if mismatch {
             return Err(rustls::Error::General(format!(

@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
     propagate_version = true
 )]
 struct Cli {
+    /// Client config (pinned CAS keys) [default: $VEIL_CLI_CONFIG, $SCONE_CLI_CONFIG or
+    /// ~/.veil/config.json]. Arguments may also come from files: `@FILE` (one per line).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -33,6 +37,9 @@ enum Cmd {
     /// This client's identity (key and certificate).
     #[command(name = "self", subcommand)]
     SelfId(cmd::identity::SelfCmd),
+    /// Key hashes of certificates and public keys.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCmd),
     /// Print the current one-time password for a base32 secret.
     Otp(cmd::otp::OtpArgs),
     /// Verify the CAS audit log.
@@ -57,8 +64,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     cmd::init_logging();
+    // SCONE's `@argfile`: one argument per line, files may name further files.
+    let mut args = match argfile::expand_args(argfile::parse_fromfile, argfile::PREFIX) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: reading an @argfile: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Multi-call: a binary (or link) named `envcas` behaves as `veil envcas`.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let is_envcas = args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
@@ -67,11 +81,15 @@ fn main() -> ExitCode {
         args.insert(1, "envcas".into());
     }
     let cli = Cli::parse_from(args);
+    if let Some(path) = cli.config {
+        veil_client::set_config_path(path);
+    }
     let result = match cli.cmd {
         Cmd::Session(c) => cmd::session::run(c),
         Cmd::Volume(c) => cmd::volume::run(c),
         Cmd::Cas(c) => cmd::cas::run(c),
         Cmd::SelfId(c) => cmd::identity::run(c),
+        Cmd::Cert(c) => cmd::cert::run(c),
         Cmd::Otp(a) => cmd::otp::run(a),
         Cmd::Audit(c) => cmd::audit::run(c),
         Cmd::Las(c) => cmd::las::run(c),

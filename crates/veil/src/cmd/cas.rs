@@ -25,6 +25,11 @@ pub enum CasCmd {
         /// Name (as given to `veil cas attest`).
         name: String,
     },
+    /// Print the certificate (PEM) a pinned CAS presents, after checking it against the pin.
+    ShowCertificate {
+        /// The pinned CAS (name or address; default: the default CAS).
+        cas: Option<String>,
+    },
     /// Register a LAS node key for the `node` tier (CAS owner only).
     RegisterNode(super::cas_node::RegisterNodeArgs),
     /// Revoke a registered LAS node key (CAS owner only).
@@ -76,6 +81,7 @@ pub struct AttestArgs {
     pub addr: String,
     /// The CAS key hash (printed by the CAS at start and by `veil cas show-identification`).
     #[arg(
+        short = 'c',
         long,
         value_name = "HASH",
         conflicts_with = "only_for_testing_trust_any"
@@ -104,6 +110,7 @@ pub fn run(c: CasCmd) -> anyhow::Result<ExitCode> {
         CasCmd::Attest(a) => attest(a),
         CasCmd::List => list(),
         CasCmd::SetDefault { name } => set_default(&name),
+        CasCmd::ShowCertificate { cas } => show_certificate(cas),
         CasCmd::RegisterNode(a) => super::cas_node::register(a),
         CasCmd::RevokeNode(a) => super::cas_node::revoke(a),
     }
@@ -176,16 +183,30 @@ fn show_identification(a: ShowIdArgs) -> anyhow::Result<ExitCode> {
         println!("{h}");
         return Ok(ExitCode::SUCCESS);
     }
-    let cfg = CliConfig::load(&config_path())?;
-    let (name, pinned) = cfg.get(a.cas.as_deref())?;
+    let conn = connect_pinned(a.cas.as_deref())?;
+    println!("{}", conn.server_key_hash);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A connection (without client identity) to a pinned CAS, its key checked against the pin.
+fn connect_pinned(cas: Option<&str>) -> anyhow::Result<Connection> {
+    let cfg = CliConfig::load(&config_path()?)?;
+    let (name, pinned) = cfg.get(cas)?;
     let rt = runtime()?;
-    let conn = rt.block_on(Connection::connect(
+    Ok(rt.block_on(Connection::connect(
         &name,
         &pinned.address,
         Some(&pinned.key_hash),
         None,
-    ))?;
-    println!("{}", conn.server_key_hash);
+    ))?)
+}
+
+fn show_certificate(cas: Option<String>) -> anyhow::Result<ExitCode> {
+    let conn = connect_pinned(cas.as_deref())?;
+    print!(
+        "{}",
+        pem::encode(&pem::Pem::new("CERTIFICATE", conn.server_cert_der))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,7 +238,7 @@ fn attest(a: AttestArgs) -> anyhow::Result<ExitCode> {
         }
         Ok::<_, anyhow::Error>(conn.server_key_hash)
     })?;
-    let path = config_path();
+    let path = config_path()?;
     let mut cfg = CliConfig::load(&path)?;
     cfg.pin(&a.addr, &address, &seen);
     cfg.save(&path)?;
@@ -231,7 +252,7 @@ fn attest(a: AttestArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn list() -> anyhow::Result<ExitCode> {
-    let cfg = CliConfig::load(&config_path())?;
+    let cfg = CliConfig::load(&config_path()?)?;
     for (name, p) in &cfg.cas {
         let mark = if cfg.default.as_deref() == Some(name) {
             "*"
@@ -244,7 +265,7 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 fn set_default(name: &str) -> anyhow::Result<ExitCode> {
-    let path = config_path();
+    let path = config_path()?;
     let mut cfg = CliConfig::load(&path)?;
     let (name, _) = cfg.get(Some(name))?;
     cfg.default = Some(name.clone());

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use veil_api::nodes::{NODES_PATH, RegisterNode, Registered, Revoked};
 
 use anyhow::{Context, bail};
-use veil_client::{CliConfig, Connection, Method, config_path, encode_path, load_identity};
+use veil_client::{Method, encode_path};
+
+use super::remote::{RemoteArgs, connect};
 
 /// Arguments of `veil cas register-node`.
 #[derive(clap::Args, Debug)]
@@ -30,9 +32,8 @@ pub struct RegisterNodeArgs {
     /// The node's public key as hex of its DER SubjectPublicKeyInfo.
     #[arg(long, value_name = "HEX")]
     pub spki_hex: Option<String>,
-    /// The pinned CAS (name or address; default: the default CAS).
-    #[arg(long, value_name = "NAME")]
-    pub cas: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Arguments of `veil cas revoke-node`.
@@ -41,9 +42,8 @@ pub struct RevokeNodeArgs {
     /// Key hash (or node id) of the registered node key.
     #[arg(value_name = "KEYHASH|NODE_ID")]
     pub node: String,
-    /// The pinned CAS (name or address; default: the default CAS).
-    #[arg(long, value_name = "NAME")]
-    pub cas: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -51,19 +51,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-async fn connect(cas: Option<&str>) -> anyhow::Result<Connection> {
-    let identity = load_identity(None)?;
-    let cfg = CliConfig::load(&config_path())?;
-    let (name, pinned) = cfg.get(cas)?;
-    Ok(Connection::connect(
-        &name,
-        &pinned.address,
-        Some(&pinned.key_hash),
-        Some(&identity),
-    )
-    .await?)
 }
 
 /// `veil cas register-node`.
@@ -85,7 +72,7 @@ pub fn register(a: RegisterNodeArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = runtime()?;
     let v = rt.block_on(async {
-        let mut c = connect(a.cas.as_deref()).await?;
+        let mut c = connect(&a.remote).await?;
         let ans = c
             .request(Method::POST, NODES_PATH, Some(serde_json::to_vec(&body)?))
             .await?;
@@ -99,7 +86,7 @@ pub fn register(a: RegisterNodeArgs) -> anyhow::Result<ExitCode> {
 pub fn revoke(a: RevokeNodeArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let v = rt.block_on(async {
-        let mut c = connect(a.cas.as_deref()).await?;
+        let mut c = connect(&a.remote).await?;
         let path = format!("{}/{}", NODES_PATH, encode_path(&a.node));
         let ans = c.request(Method::DELETE, &path, None).await?;
         Ok::<_, anyhow::Error>(serde_json::from_value::<Revoked>(ans.json()?)?)

@@ -66,8 +66,16 @@ pub struct HashArgs {
     pub template: TemplateArgs,
     /// Key hash (64 hex) of the creator, as printed by `veil self show-key-hash`; without it the
     /// document's own `creator` (if any) is used.
-    #[arg(long, value_name = "HASH")]
+    #[arg(long, value_name = "HASH", conflicts_with = "with_self_as_creator")]
     pub creator_key_hash: Option<String>,
+    /// Hash as if this client's identity (`tls`: its TLS certificate, the only kind veil has)
+    /// uploaded the session, i.e. what `session create` will print.
+    #[arg(long, value_name = "KIND", value_parser = ["tls", "signer"])]
+    pub with_self_as_creator: Option<String>,
+    /// Identity file for `--with-self-as-creator` (default `$VEIL_IDENTITY` or
+    /// `~/.veil/identity.pem`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
     /// Exit non-zero when there are warnings.
     #[arg(long)]
     pub fail_on_warning: bool,
@@ -176,7 +184,17 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn calculate_hash(a: HashArgs) -> anyhow::Result<ExitCode> {
+fn calculate_hash(mut a: HashArgs) -> anyhow::Result<ExitCode> {
+    match a.with_self_as_creator.as_deref() {
+        Some("tls") => {
+            let id = veil_client::load_identity(a.identity.as_deref())?;
+            a.creator_key_hash = Some(id.key_hash());
+        }
+        Some(other) => anyhow::bail!(
+            "--with-self-as-creator {other}: veil sessions are created by TLS identities only (signed sessions are not supported yet); use `tls`"
+        ),
+        None => {}
+    }
     if let Some(h) = &a.creator_key_hash {
         anyhow::ensure!(
             veil_identity::is_key_hash(h),

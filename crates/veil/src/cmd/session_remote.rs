@@ -2,24 +2,13 @@
 //! (SCONE's `scone session …`, reference §2.5). They use the same routes as `curl` does
 //! (`POST /v1/sessions`, `GET /v1/sessions/{name}`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use veil_client::{CliConfig, ClientError, Connection, config_path};
+use veil_client::ClientError;
 
+use super::remote::{RemoteArgs, connect};
 use super::session::{TemplateArgs, load_template};
-
-/// Which CAS and identity to use.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RemoteArgs {
-    /// The pinned CAS (name or address; default: the default CAS).
-    #[arg(long, value_name = "CAS")]
-    pub cas: Option<String>,
-    /// Identity file (default `$VEIL_IDENTITY` or `~/.veil/identity.pem`, created on first use).
-    #[arg(long, value_name = "FILE")]
-    pub identity: Option<PathBuf>,
-}
 
 /// `create` / `update` / `verify`.
 #[derive(clap::Args, Debug)]
@@ -54,13 +43,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-async fn connect(r: &RemoteArgs) -> anyhow::Result<Connection> {
-    let cfg = CliConfig::load(&config_path())?;
-    let (name, pinned) = cfg.get(r.cas.as_deref())?;
-    let id = veil_client::load_identity(r.identity.as_deref())?;
-    Ok(Connection::connect(&name, &pinned.address, Some(&pinned.key_hash), Some(&id)).await?)
 }
 
 fn is_not_found(e: &ClientError) -> bool {

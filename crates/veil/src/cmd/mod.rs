@@ -11,6 +11,7 @@ pub mod las;
 pub mod otp;
 pub mod remote;
 pub mod run;
+pub mod sconify;
 pub mod session;
 pub mod session_remote;
 pub mod volume;

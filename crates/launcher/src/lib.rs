@@ -136,6 +136,10 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
         };
     }
     let program = match &name {
+        // Decision 3: a private copy (hashed while copied) when the launcher can mount.
+        Some(n) if !settings.hash => Some(program::MeasuredProgram::open_private(
+            &program::resolve(n, path_var)?,
+        )?),
         Some(n) => Some(program::MeasuredProgram::open(&program::resolve(
             n, path_var,
         )?)?),
@@ -313,15 +317,10 @@ fn run_program(
     envcas_config: &Path,
 ) -> Result<i32, LauncherError> {
     match program {
-        Some(p) => exec::spawn_and_wait(
-            exec::ExecTarget::Fd {
-                file: &p.file,
-                is_script: p.is_script,
-            },
-            &plan.argv,
-            &plan.env,
-            plan.pwd.as_deref(),
-        ),
+        Some(p) => {
+            let _exposed = p.expose()?;
+            exec::spawn_and_wait(p.exec_target(), &plan.argv, &plan.env, plan.pwd.as_deref())
+        }
         None => {
             let cfg = envcas::read_config(envcas_config)?;
             envcas::copy_files(&cfg)?;

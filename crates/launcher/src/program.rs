@@ -1,26 +1,73 @@
-//! The measured program: resolved, opened once, hashed through the open descriptor, and later
-//! executed from that same descriptor (decision 3), so what is measured is what runs.
+//! The measured program (decision 3 as amended): what is measured is what runs.
+//!
+//! * **Private copy** ([`MeasuredProgram::open_private`], when the launcher can mount): before
+//!   attestation the launcher enters its private mount namespace, copies the program into a
+//!   staging tmpfs of its private root and hashes the bytes as it copies them (one read). Before
+//!   the program starts, the copy is bind-mounted read-only over the program's canonical path
+//!   ([`MeasuredProgram::expose`]) and that path is executed, so `/proc/self/exe`, `$ORIGIN`
+//!   rpaths, `#!` interpreters and `sys.path[0]` see the original path while a file rewritten
+//!   after the hash cannot change what runs.
+//! * **Descriptor** ([`MeasuredProgram::open`], when it cannot mount, and for `SCONE_HASH=1`):
+//!   the file is opened once, hashed through the descriptor and executed from that same
+//!   descriptor (`execveat(fd, "", …, AT_EMPTY_PATH)`).
 
+use std::cell::RefCell;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
 
 use veil_attest::{Digest32, Measurement, Target, measurement};
 
 use crate::error::{LauncherError, err};
+use crate::exec::ExecTarget;
+use crate::exec::namespace::{self, MountPoint, Undo};
 
 /// A program file opened for measurement and execution.
 #[derive(Debug)]
 pub struct MeasuredProgram {
-    /// The path it was opened from.
+    /// The path it was opened from (canonical for a private copy).
     pub path: PathBuf,
-    /// The open file (executed with `execveat(fd, "", …, AT_EMPTY_PATH)`).
+    /// The open file: the private copy, or the original (executed with `execveat(fd, "", …,
+    /// AT_EMPTY_PATH)`).
     pub file: File,
-    /// SHA-256 of its content, read through `file`.
+    /// SHA-256 of its content, read through `file` (or while copying it).
     pub hash: Digest32,
     /// Whether it starts with `#!` (then the descriptor must survive exec for the interpreter).
     pub is_script: bool,
+    /// The private copy: its staging tmpfs, until [`MeasuredProgram::expose`] bind-mounts it.
+    private: Option<RefCell<PrivateCopy>>,
+}
+
+#[derive(Debug)]
+struct PrivateCopy {
+    /// The copy on the staging tmpfs.
+    copy: PathBuf,
+    /// The staging tmpfs (released once the copy is bind-mounted).
+    staging: PathBuf,
+    undo: Undo,
+}
+
+/// The program's copy bind-mounted over its path: a drop guard that unmounts it.
+#[derive(Debug, Default)]
+pub struct ExposedProgram {
+    undo: Undo,
+}
+
+/// Copies everything read through it into `copy`.
+struct Tee<'a> {
+    from: &'a mut File,
+    copy: &'a mut File,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Find `prog` like a shell: a name with a `/` is used as is, otherwise `PATH` is searched.
@@ -73,7 +120,123 @@ impl MeasuredProgram {
             file,
             hash,
             is_script: &head == b"#!",
+            private: None,
         })
+    }
+
+    /// Measure `path` as a private copy when the launcher can mount (see the module
+    /// documentation): enters the private mount namespace (before attestation: the copy must
+    /// be hashed before it), copies and hashes in one read. When the namespace cannot be
+    /// entered, falls back to [`MeasuredProgram::open`].
+    pub fn open_private(path: &Path) -> Result<Self, LauncherError> {
+        let shown = path.display().to_string();
+        // Resolved before the namespace changes the root: relative paths and symlinks.
+        let canonical = std::fs::canonicalize(path)
+            .map_err(|e| err(format!("Cannot open the program {shown}"), e))?;
+        if let Err(e) = namespace::enter_private_mount_namespace() {
+            tracing::debug!("no private copy of the program (cannot mount): {e}");
+            return Self::open(path);
+        }
+        let outer = format!("Cannot copy the program {shown} into the launcher's tmpfs");
+        let mut undo = Undo::default();
+        let staging =
+            namespace::staging_tmpfs("program", &mut undo).map_err(|e| e.context(outer.clone()))?;
+        let mut from = File::open(&canonical)
+            .map_err(|e| err(format!("Cannot open the program {shown}"), e))?;
+        let md = from
+            .metadata()
+            .map_err(|e| err(format!("Cannot stat the program {shown}"), e))?;
+        if !md.is_file() {
+            return Err(LauncherError::new(format!(
+                "The program {shown} is not a regular file"
+            )));
+        }
+        let copy = staging.join("program");
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&copy)
+            .map_err(|e| err(outer.clone(), e))?;
+        let hash = Digest32::of_reader(Tee {
+            from: &mut from,
+            copy: &mut to,
+        })
+        .map_err(|e| err(format!("Cannot read the program {shown}"), e))?;
+        to.set_permissions(std::fs::Permissions::from_mode(
+            md.permissions().mode() & 0o755,
+        ))
+        .map_err(|e| err(outer.clone(), e))?;
+        // Closed for writing before it is ever executed (ETXTBSY otherwise).
+        drop(to);
+        let mut file = File::open(&copy).map_err(|e| err(outer, e))?;
+        let mut head = [0u8; 2];
+        file.read(&mut head)
+            .map_err(|e| err(format!("Cannot read the program {shown}"), e))?;
+        Ok(Self {
+            path: canonical,
+            file,
+            hash,
+            is_script: &head == b"#!",
+            private: Some(RefCell::new(PrivateCopy {
+                copy,
+                staging,
+                undo,
+            })),
+        })
+    }
+
+    /// Whether this program runs from a private copy bind-mounted over its path.
+    pub fn is_private_copy(&self) -> bool {
+        self.private.is_some()
+    }
+
+    /// Bind-mount the private copy read-only over the program's path (in the private
+    /// namespace) and release its staging tmpfs; nothing for a descriptor. Call just before
+    /// running the program, after every other mount.
+    pub fn expose(&self) -> Result<ExposedProgram, LauncherError> {
+        let mut exposed = ExposedProgram::default();
+        let Some(private) = &self.private else {
+            return Ok(exposed);
+        };
+        let shown = self.path.display();
+        let outer = format!("Cannot place the measured copy of the program at {shown}");
+        let mut p = private.borrow_mut();
+        let point = namespace::mount_point(&self.path, MountPoint::File)
+            .map_err(|e| e.context(outer.clone()))?;
+        let target = namespace::fd_path(&point);
+        nix::mount::mount(
+            Some(&p.copy),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err(outer.clone(), format!("bind-mounting the copy: {e}")))?;
+        exposed.undo.mounted(&self.path);
+        nix::mount::mount(
+            None::<&str>,
+            &self.path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| err(outer.clone(), format!("making the copy read-only: {e}")))?;
+        let staging = p.staging.clone();
+        p.undo.release(&staging).map_err(|e| e.context(outer))?;
+        Ok(exposed)
+    }
+
+    /// How to execute it: the path over which the copy is mounted, or the descriptor.
+    pub fn exec_target(&self) -> ExecTarget<'_> {
+        if self.private.is_some() {
+            ExecTarget::Path(&self.path)
+        } else {
+            ExecTarget::Fd {
+                file: &self.file,
+                is_script: self.is_script,
+            }
+        }
     }
 }
 

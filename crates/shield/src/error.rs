@@ -177,6 +177,34 @@ pub enum Error {
         /// Volume name.
         volume: String,
     },
+    /// No such extended attribute.
+    #[error("{path}: no extended attribute {name:?}")]
+    NoXattr {
+        /// The path as the program sees it.
+        path: String,
+        /// The attribute name.
+        name: String,
+    },
+    /// An extended attribute outside the namespaces a volume stores (`system.*` ACLs, …).
+    #[error(
+        "{path}: extended attribute {name:?} is not supported (only user.*, security.*, trusted.*)"
+    )]
+    XattrNotSupported {
+        /// The path as the program sees it.
+        path: String,
+        /// The attribute name.
+        name: String,
+    },
+    /// An extended attribute name over 255 bytes or value over 64 KiB.
+    #[error("{path}: extended attribute {name:?}: {what} too large")]
+    XattrTooLarge {
+        /// The path as the program sees it.
+        path: String,
+        /// The attribute name (cut to 64 characters).
+        name: String,
+        /// `name` or `value`.
+        what: &'static str,
+    },
     /// The tag sink refused to record a tag.
     #[error("volume {volume}: the new tag {tag} could not be recorded: {reason}")]
     Record {
@@ -217,6 +245,10 @@ impl Error {
             Error::ReadOnly { .. } => libc::EROFS,
             Error::Loop { .. } => libc::EINVAL,
             Error::Unsupported { .. } => libc::EPERM,
+            Error::NoXattr { .. } => libc::ENODATA,
+            Error::XattrNotSupported { .. } => libc::EOPNOTSUPP,
+            Error::XattrTooLarge { what: "name", .. } => libc::ERANGE,
+            Error::XattrTooLarge { .. } => libc::E2BIG,
             Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => libc::ENOSPC,
             _ => libc::EIO,
         }

@@ -18,7 +18,7 @@ use fuser::{
 };
 
 use crate::volume::{Attr, Ino, Kind, Volume};
-use crate::{Error, Tag, TagSink};
+use crate::{Error, RenameMode, Tag, TagSink, XattrFlags};
 
 /// How a volume is mounted.
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ impl Fs {
             ino: INodeNo(a.ino),
             size: a.size,
             blocks: a.size.div_ceil(512),
-            atime: systime(a.mtime),
+            atime: systime(a.atime),
             mtime: systime(a.mtime),
             ctime: systime(a.ctime),
             crtime: systime(a.ctime),
@@ -229,7 +229,7 @@ impl fuser::Filesystem for Fs {
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -247,12 +247,12 @@ impl fuser::Filesystem for Fs {
             if let Some(s) = size {
                 v.truncate(ino.0, s)?;
             }
-            if let Some(t) = mtime {
-                let ns = match t {
-                    TimeOrNow::SpecificTime(t) => ns_of(t),
-                    TimeOrNow::Now => ns_of(SystemTime::now()),
-                };
-                v.set_mtime(ino.0, ns)?;
+            let ns = |t: TimeOrNow| match t {
+                TimeOrNow::SpecificTime(t) => ns_of(t),
+                TimeOrNow::Now => ns_of(SystemTime::now()),
+            };
+            if atime.is_some() || mtime.is_some() {
+                v.set_times(ino.0, atime.map(ns), mtime.map(ns))?;
             }
             v.getattr(ino.0)
         })();
@@ -346,13 +346,23 @@ impl fuser::Filesystem for Fs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
-            return reply.error(Errno::EINVAL);
-        }
-        let (Ok(a), Ok(b)) = (name_of(name), name_of(newname)) else {
+        let mode = if flags == RenameFlags::RENAME_NOREPLACE {
+            RenameMode::NoReplace
+        } else if flags == RenameFlags::RENAME_EXCHANGE {
+            RenameMode::Exchange
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            // RENAME_WHITEOUT (overlay upper layers) or a combination: not supported.
             return reply.error(Errno::EINVAL);
         };
-        let r = self.vol().rename(parent.0, a, newparent.0, b);
+        let Ok(a) = name_of(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Ok(b) = name_of(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let r = self.vol().rename_with(parent.0, a, newparent.0, b, mode);
         self.shared.schedule(self.group_delay);
         match r {
             Ok(()) => reply.ok(),
@@ -361,19 +371,22 @@ impl fuser::Filesystem for Fs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let v = self.vol();
-        let r = v.getattr(ino.0);
+        let mut v = self.vol();
+        let r = v.getattr(ino.0).and_then(|a| {
+            if a.kind == Kind::Dir {
+                return Ok(false);
+            }
+            if flags.0 & libc::O_TRUNC != 0 {
+                v.truncate(ino.0, 0)?;
+            }
+            // Counted so that the file outlives an unlink until its last close.
+            v.open_handle(ino.0)?;
+            Ok(true)
+        });
         drop(v);
         match r {
-            Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
-            Ok(_) => {
-                if flags.0 & libc::O_TRUNC != 0
-                    && let Err(e) = self.vol().truncate(ino.0, 0)
-                {
-                    return reply.error(errno(&e));
-                }
-                reply.opened(FileHandle(self.fh()), FopenFlags::empty())
-            }
+            Ok(false) => reply.error(Errno::EISDIR),
+            Ok(true) => reply.opened(FileHandle(self.fh()), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -440,14 +453,19 @@ impl fuser::Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let wrote = lock(&self.written).remove(&fh.0).is_some();
-        if wrote {
-            let r = self.vol().release(ino.0);
+        let mut v = self.vol();
+        let r = if wrote { v.release(ino.0) } else { Ok(()) };
+        // The last close of a file unlinked while open drops it (and its objects).
+        let r = r.and(v.close_handle(ino.0));
+        let changed = v.has_changes();
+        drop(v);
+        if wrote || changed {
             self.shared.schedule(self.group_delay);
-            if let Err(e) = r {
-                return reply.error(errno(&e));
-            }
         }
-        reply.ok();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn fsync(
@@ -560,9 +578,10 @@ impl fuser::Filesystem for Fs {
             return reply.error(Errno::EINVAL);
         };
         let mut v = self.vol();
-        let r = v
-            .create_file(parent.0, name, mode & !umask)
-            .and_then(|i| v.getattr(i));
+        let r = v.create_file(parent.0, name, mode & !umask).and_then(|i| {
+            v.open_handle(i)?;
+            v.getattr(i)
+        });
         drop(v);
         self.shared.schedule(self.group_delay);
         match r {
@@ -583,38 +602,126 @@ impl fuser::Filesystem for Fs {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // No extended attributes: ENOSYS makes the kernel stop asking.
-        reply.error(Errno::ENOSYS);
+        let Ok(name) = name_of(name) else {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        };
+        match self.vol().get_xattr(ino.0, name) {
+            Ok(val) if size == 0 => reply.size(val.len() as u32),
+            Ok(val) if val.len() <= size as usize => reply.data(&val),
+            Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
+            // Asked on every write (security.capability): not worth a log line.
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let r = self.vol().list_xattr(ino.0);
+        match r {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() <= size as usize {
+                    reply.data(&buf)
+                } else {
+                    reply.error(Errno::from_i32(libc::ERANGE))
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        let Ok(name) = name_of(name) else {
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        };
+        let flags = match flags {
+            0 => XattrFlags::Any,
+            libc::XATTR_CREATE => XattrFlags::Create,
+            libc::XATTR_REPLACE => XattrFlags::Replace,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let r = self.vol().set_xattr(ino.0, name, value, flags);
+        self.shared.schedule(self.group_delay);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Ok(name) = name_of(name) else {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        };
+        let r = self.vol().remove_xattr(ino.0, name);
+        self.shared.schedule(self.group_delay);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let Ok(name) = name_of(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mut v = self.vol();
+        let r = v.link(ino.0, newparent.0, name).and_then(|i| v.getattr(i));
+        drop(v);
+        self.shared.schedule(self.group_delay);
+        self.entry(r, reply);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files only; FIFOs, sockets and device nodes are not stored (EPERM, as a file
+        // system without them answers).
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let Ok(name) = name_of(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mut v = self.vol();
+        let r = v
+            .create_file(parent.0, name, mode & !umask)
+            .and_then(|i| v.getattr(i));
+        drop(v);
+        self.shared.schedule(self.group_delay);
+        self.entry(r, reply);
     }
 }
 

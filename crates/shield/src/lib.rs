@@ -34,7 +34,10 @@ pub use store::FaultInjector;
 pub use veil_types::Tag;
 #[doc(hidden)]
 pub use volume::fuzz_metadata_slot;
-pub use volume::{Attr, EntryInfo, Ino, Kind, ROOT_INO, VerifyReport, Volume, create, open};
+pub use volume::{
+    Attr, EntryInfo, Ino, Kind, ROOT_INO, RenameMode, VerifyReport, Volume, XattrFlags, create,
+    open,
+};
 
 /// Who a volume belongs to: its CAS, session and volume name. Bound into every AAD, so a backing
 /// store can only be opened under the id it was created with.

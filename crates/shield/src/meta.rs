@@ -15,7 +15,8 @@ pub const PAD: usize = 4096;
 /// The decrypted metadata document.
 #[derive(Serialize, Deserialize)]
 pub struct Doc {
-    /// Format version (1).
+    /// Document version: 1, or 2 when the tree uses hard links, extended attributes or explicit
+    /// access times (`h` entries, `xa`, `a`).
     pub v: u32,
     /// Commit sequence number (also in the header).
     pub seq: u64,
@@ -23,12 +24,13 @@ pub struct Doc {
     pub entries: Vec<Entry>,
 }
 
-/// One file, directory or symlink.
-#[derive(Serialize, Deserialize)]
+/// One file, directory or symlink (or, `k` = `h`, a further hard link to an earlier entry).
+#[derive(Serialize, Deserialize, Default)]
 pub struct Entry {
     /// Absolute path inside the volume (`/`, `/a`, `/a/b`).
     pub p: String,
-    /// Kind: `d` directory, `f` file, `l` symlink.
+    /// Kind: `d` directory, `f` file, `l` symlink, `h` hard link (version 2) to the earlier
+    /// file or symlink entry at path `to`.
     pub k: String,
     /// Permission bits.
     pub m: u32,
@@ -51,9 +53,15 @@ pub struct Entry {
     /// File protection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<Protection>,
-    /// Symlink target.
+    /// Symlink target; for `h`, the path of the earlier entry this is a link to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Access time, ns since the epoch, when it differs from `t` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<i64>,
+    /// Extended attributes: name → value in hex (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xa: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A metadata slot as read from disk (header parsed, not yet opened).

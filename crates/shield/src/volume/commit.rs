@@ -10,7 +10,7 @@
 //! - a commit without changes returns the latest tag unchanged; acknowledging anything but the
 //!   latest commit is [`Error::UnknownAck`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::open::bad;
 use super::{Ino, NodeKind, ROOT_INO, SlotState, Volume};
@@ -33,21 +33,41 @@ impl Volume {
     fn serialize(&self, seq: u64) -> Result<Vec<u8>, Error> {
         let mut entries = Vec::with_capacity(self.nodes.len());
         let mut stack: Vec<(Ino, String)> = vec![(ROOT_INO, "/".to_string())];
+        // The path each multiply linked node was first written at.
+        let mut first: HashMap<Ino, String> = HashMap::new();
+        let mut v2 = false;
         while let Some((ino, path)) = stack.pop() {
             let n = self.node(ino)?;
+            if !n.links.is_empty() {
+                if let Some(to) = first.get(&ino) {
+                    entries.push(Entry {
+                        p: path,
+                        k: "h".into(),
+                        to: Some(to.clone()),
+                        ..Entry::default()
+                    });
+                    v2 = true;
+                    continue;
+                }
+                first.insert(ino, path.clone());
+            }
             let mut e = Entry {
                 p: path.clone(),
-                k: String::new(),
                 m: n.mode,
                 t: n.mtime,
                 c: n.ctime,
-                id: None,
-                g: None,
-                s: None,
-                r: None,
-                x: None,
-                to: None,
+                a: n.atime,
+                ..Entry::default()
             };
+            if !n.xattrs.is_empty() {
+                e.xa = Some(
+                    n.xattrs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), hex::encode(v)))
+                        .collect(),
+                );
+            }
+            v2 |= e.a.is_some() || e.xa.is_some();
             match &n.kind {
                 NodeKind::Dir(ch) => {
                     e.k = "d".into();
@@ -75,7 +95,10 @@ impl Volume {
             }
             entries.push(e);
         }
-        serde_json::to_vec(&Doc { v: 1, seq, entries })
+        // Version 1 whenever the tree needs nothing newer: volumes (and deterministic code
+        // regions) without version 2 features keep their exact bytes and tags.
+        let v = if v2 { 2 } else { 1 };
+        serde_json::to_vec(&Doc { v, seq, entries })
             .map_err(|e| bad(&self.opts.name, e.to_string()))
     }
 
@@ -96,7 +119,13 @@ impl Volume {
         {
             return Ok(t);
         }
-        let dirty: Vec<Ino> = self.dirty_files.iter().copied().collect();
+        // Files unlinked while open are never committed: their data is dropped at the last close.
+        let dirty: Vec<Ino> = self
+            .dirty_files
+            .iter()
+            .copied()
+            .filter(|i| !self.orphans.contains(i))
+            .collect();
         for ino in dirty {
             self.finalize(ino)?;
         }
@@ -346,6 +375,68 @@ mod tests {
         drop(v);
         let mut r = reopen(d.path(), t, Access::ReadOnly).unwrap();
         assert!(matches!(r.commit(), Err(Error::ReadOnly { .. })));
+    }
+
+    #[test]
+    fn version_2_only_when_the_tree_needs_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.write_file("/a", b"1", 0o600).unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(1).unwrap()).unwrap();
+        assert_eq!(doc.v, 1);
+        v.link_path("/a", "/b").unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(2).unwrap()).unwrap();
+        assert_eq!(doc.v, 2);
+        let shape: Vec<(&str, &str, Option<&str>)> = doc
+            .entries
+            .iter()
+            .map(|e| (e.p.as_str(), e.k.as_str(), e.to.as_deref()))
+            .collect();
+        assert_eq!(
+            shape,
+            [("/", "d", None), ("/a", "f", None), ("/b", "h", Some("/a"))]
+        );
+        v.remove("/b").unwrap();
+        let a = v.resolve("/a").unwrap();
+        v.set_xattr(a, "user.x", b"\x01", crate::XattrFlags::Any)
+            .unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(3).unwrap()).unwrap();
+        assert_eq!(doc.v, 2);
+        assert_eq!(
+            doc.entries[1]
+                .xa
+                .as_ref()
+                .and_then(|x| x.get("user.x"))
+                .map(String::as_str),
+            Some("01")
+        );
+        v.remove_xattr(a, "user.x").unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(4).unwrap()).unwrap();
+        assert_eq!(doc.v, 1);
+    }
+
+    #[test]
+    fn changing_an_attribute_changes_the_tag() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/f", b"x", 0o644).unwrap();
+        v.set_xattr(f, "user.k", b"1", crate::XattrFlags::Any)
+            .unwrap();
+        let t1 = commit_ack(&mut v);
+        v.set_xattr(f, "user.k", b"2", crate::XattrFlags::Any)
+            .unwrap();
+        let t2 = commit_ack(&mut v);
+        assert_ne!(t1, t2);
+        drop(v);
+        assert!(matches!(
+            reopen(d.path(), t1, Access::ReadOnly),
+            Err(Error::TagMismatch { .. })
+        ));
+        let v = reopen(d.path(), t2, Access::ReadOnly).unwrap();
+        assert_eq!(
+            v.get_xattr(v.resolve("/f").unwrap(), "user.k").unwrap(),
+            b"2"
+        );
     }
 
     #[test]

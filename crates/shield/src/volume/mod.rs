@@ -32,11 +32,13 @@ mod commit;
 mod data;
 mod open;
 mod tree;
+mod xattr;
 
 #[doc(hidden)]
 pub use open::fuzz_metadata_slot;
 pub(crate) use open::new_empty;
 pub use open::{create, open};
+pub use xattr::XattrFlags;
 
 /// An inode number (FUSE numbering: the root is 1).
 pub type Ino = u64;
@@ -69,8 +71,21 @@ pub struct Attr {
     pub mtime: i64,
     /// Change time (ns since the epoch).
     pub ctime: i64,
-    /// Link count.
+    /// Link count (0 for a file that was unlinked while open).
     pub nlink: u32,
+    /// Access time (ns since the epoch): as set by [`Volume::set_times`], else `mtime`.
+    pub atime: i64,
+}
+
+/// How [`Volume::rename_with`] treats an existing destination (`renameat2` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace it (plain `rename`).
+    Replace,
+    /// Refuse with `EEXIST` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two names atomically (`RENAME_EXCHANGE`).
+    Exchange,
 }
 
 /// One entry of [`Volume::list`].
@@ -133,12 +148,35 @@ enum NodeKind {
 }
 
 struct Node {
+    /// The first name of the node (its parent directory and name there); for messages and paths.
     parent: Ino,
     name: String,
+    /// Further hard links of a file or symlink (parent directory, name).
+    links: Vec<(Ino, String)>,
     mode: u32,
     mtime: i64,
     ctime: i64,
+    /// Access time when set explicitly (`utimensat`); otherwise the modification time.
+    atime: Option<i64>,
+    /// Extended attributes (name → value).
+    xattrs: BTreeMap<String, Vec<u8>>,
     kind: NodeKind,
+}
+
+impl Node {
+    fn new(parent: Ino, name: &str, mode: u32, time: i64, kind: NodeKind) -> Self {
+        Self {
+            parent,
+            name: name.to_string(),
+            links: Vec::new(),
+            mode: mode & 0o7777,
+            mtime: time,
+            ctime: time,
+            atime: None,
+            xattrs: BTreeMap::new(),
+            kind,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -164,6 +202,11 @@ pub struct Volume {
     /// Committed objects dropped by changes not yet committed.
     dropped: Vec<String>,
     dirty_files: BTreeSet<Ino>,
+    /// Open handles per inode ([`Volume::open_handle`], [`Volume::close_handle`]).
+    opens: HashMap<Ino, u32>,
+    /// Files and symlinks without a name that are still open: kept, never committed, dropped at
+    /// their last close (after a crash their objects are unreferenced and reclaimed at open).
+    orphans: BTreeSet<Ino>,
     meta_dirty: bool,
     /// Deterministic build: ids, nonces derived from key and content; times are 0.
     det: bool,
@@ -224,9 +267,9 @@ impl Volume {
         self.acked.map(|s| s.tag)
     }
 
-    /// Whether there are changes not yet committed.
+    /// Whether there are changes not yet committed (data of unlinked files is never committed).
     pub fn has_changes(&self) -> bool {
-        self.meta_dirty || !self.dirty_files.is_empty()
+        self.meta_dirty || self.dirty_files.iter().any(|i| !self.orphans.contains(i))
     }
 
     fn writable(&self) -> Result<(), Error> {

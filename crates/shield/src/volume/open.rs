@@ -7,11 +7,12 @@
 //! in-memory tree in [`build_tree`]. A writer then deletes objects the opened state does not
 //! reference (left by a crash, or by a newer state the caller never recorded).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 
 use super::tree::check_name;
+use super::xattr::check_xattr_name;
 use super::{FileNode, Ino, Node, NodeKind, ROOT_INO, SlotState, Volume, now_ns};
 use crate::crypto::Keys;
 use crate::meta::{self, Doc};
@@ -69,14 +70,7 @@ pub(crate) fn new_empty(
     let mut nodes = HashMap::new();
     nodes.insert(
         ROOT_INO,
-        Node {
-            parent: ROOT_INO,
-            name: String::new(),
-            mode: 0o755,
-            mtime: now,
-            ctime: now,
-            kind: NodeKind::Dir(BTreeMap::new()),
-        },
+        Node::new(ROOT_INO, "", 0o755, now, NodeKind::Dir(BTreeMap::new())),
     );
     Ok(Volume {
         store,
@@ -91,6 +85,8 @@ pub(crate) fn new_empty(
         garbage: Vec::new(),
         dropped: Vec::new(),
         dirty_files: BTreeSet::new(),
+        opens: HashMap::new(),
+        orphans: BTreeSet::new(),
         meta_dirty: true,
         det,
     })
@@ -153,6 +149,8 @@ pub fn open(
         garbage: Vec::new(),
         dropped: Vec::new(),
         dirty_files: BTreeSet::new(),
+        opens: HashMap::new(),
+        orphans: BTreeSet::new(),
         meta_dirty: false,
         det: false,
     };
@@ -191,7 +189,7 @@ fn parse_hex<const N: usize>(
 ///   number; none at all is [`Error::NoVolume`], only other ids' slots [`Error::ForeignVolume`],
 ///   ours that do not open [`Error::WrongKey`].
 ///
-/// The document must be version 1 and repeat the header's sequence number
+/// The document must be version 1 or 2 and repeat the header's sequence number
 /// ([`Error::BadMetadata`]).
 pub(super) fn select_slot(
     slots: Vec<(usize, meta::Slot)>,
@@ -256,7 +254,7 @@ pub(super) fn select_slot(
         volume: name.to_string(),
         reason: e.to_string(),
     })?;
-    if doc.seq != slot.seq || doc.v != 1 {
+    if doc.seq != slot.seq || !(1..=2).contains(&doc.v) {
         return Err(Error::BadMetadata {
             volume: name.to_string(),
             reason: format!(
@@ -279,6 +277,8 @@ pub(super) fn build_tree(
     let mut nodes: HashMap<Ino, Node> = HashMap::new();
     let mut next_ino = ROOT_INO + 1;
     let mut by_path: HashMap<String, Ino> = HashMap::new();
+    let mut ids: HashSet<[u8; 16]> = HashSet::new();
+    let v2 = doc.v >= 2;
     for (i, e) in doc.entries.into_iter().enumerate() {
         let (parent, name) = if i == 0 {
             if e.p != "/" || e.k != "d" {
@@ -296,6 +296,41 @@ pub(super) fn build_tree(
                 .ok_or_else(|| bad(vol, format!("{}: parent missing", e.p)))?;
             (parent, name.to_string())
         };
+        if !v2 && (e.k == "h" || e.a.is_some() || e.xa.is_some()) {
+            return Err(bad(
+                vol,
+                format!(
+                    "{}: hard links, access times and extended attributes need version 2",
+                    e.p
+                ),
+            ));
+        }
+        if e.k == "h" {
+            // A further name of an earlier file or symlink.
+            let target =
+                e.to.as_deref()
+                    .and_then(|t| by_path.get(t).copied())
+                    .ok_or_else(|| bad(vol, format!("{}: hard link to a missing entry", e.p)))?;
+            let tnode = nodes
+                .get_mut(&target)
+                .ok_or_else(|| bad(vol, format!("{}: hard link to a missing entry", e.p)))?;
+            if matches!(tnode.kind, NodeKind::Dir(_)) {
+                return Err(bad(vol, format!("{}: hard link to a directory", e.p)));
+            }
+            tnode.links.push((parent, name.clone()));
+            match nodes.get_mut(&parent).map(|n| &mut n.kind) {
+                Some(NodeKind::Dir(ch)) => {
+                    if ch.insert(name, target).is_some() {
+                        return Err(bad(vol, format!("{}: duplicate entry", e.p)));
+                    }
+                }
+                _ => return Err(bad(vol, format!("{}: parent is not a directory", e.p))),
+            }
+            if by_path.insert(e.p.clone(), target).is_some() {
+                return Err(bad(vol, format!("{}: duplicate entry", e.p)));
+            }
+            continue;
+        }
         let kind = match e.k.as_str() {
             "d" => NodeKind::Dir(BTreeMap::new()),
             "l" => NodeKind::Link(
@@ -309,6 +344,10 @@ pub(super) fn build_tree(
                     e.s.ok_or_else(|| bad(vol, format!("{}: missing size", e.p)))?;
                 let generation =
                     e.g.ok_or_else(|| bad(vol, format!("{}: missing generation", e.p)))?;
+                // Two files with one id would share objects (a write to one would change both).
+                if !ids.insert(id) {
+                    return Err(bad(vol, format!("{}: file id used twice", e.p)));
+                }
                 NodeKind::File(Box::new(FileNode {
                     id,
                     prot: e.x.unwrap_or(Protection::Encrypted),
@@ -322,6 +361,20 @@ pub(super) fn build_tree(
             }
             k => return Err(bad(vol, format!("{}: unknown kind {k:?}", e.p))),
         };
+        let mut xattrs = BTreeMap::new();
+        for (k, val) in e.xa.iter().flatten() {
+            if check_xattr_name(k).is_err() {
+                return Err(bad(
+                    vol,
+                    format!("{}: bad extended attribute name {k:?}", e.p),
+                ));
+            }
+            let val = hex::decode(val)
+                .ok()
+                .filter(|v| v.len() <= super::xattr::MAX_VALUE)
+                .ok_or_else(|| bad(vol, format!("{}: bad extended attribute {k:?}", e.p)))?;
+            xattrs.insert(k.clone(), val);
+        }
         let ino = if i == 0 {
             ROOT_INO
         } else {
@@ -338,17 +391,11 @@ pub(super) fn build_tree(
                 _ => return Err(bad(vol, format!("{}: parent is not a directory", e.p))),
             }
         }
-        nodes.insert(
-            ino,
-            Node {
-                parent,
-                name,
-                mode: e.m & 0o7777,
-                mtime: e.t,
-                ctime: e.c,
-                kind,
-            },
-        );
+        let mut node = Node::new(parent, &name, e.m, e.t, kind);
+        node.ctime = e.c;
+        node.atime = e.a.filter(|a| *a != e.t);
+        node.xattrs = xattrs;
+        nodes.insert(ino, node);
         by_path.insert(e.p, ino);
     }
     if !nodes.contains_key(&ROOT_INO) {
@@ -398,6 +445,8 @@ mod tests {
             r: None,
             x: None,
             to: None,
+            a: None,
+            xa: None,
         }
     }
 
@@ -515,7 +564,7 @@ mod tests {
     #[test]
     fn document_must_match_its_header() {
         let keys = ours();
-        let bad_version = slot(&keys, 1, 2, 1);
+        let bad_version = slot(&keys, 1, 3, 1);
         let bad_seq = slot(&keys, 1, 1, 7);
         for s in [bad_version, bad_seq] {
             let t = s.tag;
@@ -645,6 +694,80 @@ mod tests {
             ..file("/f")
         };
         assert_eq!(tree_err(vec![root(), no_gen]), "/f: missing generation");
+    }
+
+    fn tree_v2(entries: Vec<Entry>) -> Result<(HashMap<Ino, Node>, Ino), Error> {
+        build_tree(
+            Doc {
+                v: 2,
+                seq: 1,
+                entries,
+            },
+            &ours(),
+            "V",
+        )
+    }
+
+    #[test]
+    fn version_2_hard_links_and_attributes() {
+        let root = || entry("/", "d");
+        let h = |p: &str, to: &str| Entry {
+            to: Some(to.into()),
+            ..entry(p, "h")
+        };
+        let with_xa = Entry {
+            xa: Some([("user.k".to_string(), "00ff".to_string())].into()),
+            a: Some(9),
+            ..file("/f")
+        };
+        let (nodes, next) =
+            tree_v2(vec![root(), entry("/d", "d"), with_xa, h("/d/g", "/f")]).unwrap();
+        assert_eq!((nodes.len(), next), (3, 4), "one node for both names");
+        let f = nodes.get(&3).unwrap();
+        assert_eq!(f.links, [(2, "g".to_string())]);
+        assert_eq!(
+            f.xattrs.get("user.k").map(Vec::as_slice),
+            Some(&[0, 0xff][..])
+        );
+        assert_eq!(f.atime, Some(9));
+        let Some(NodeKind::Dir(d)) = nodes.get(&2).map(|n| &n.kind) else {
+            panic!("no /d");
+        };
+        assert_eq!(d.get("g"), Some(&3));
+        let err = |entries: Vec<Entry>| match tree_v2(entries) {
+            Err(Error::BadMetadata { reason, .. }) => reason,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert_eq!(
+            err(vec![root(), h("/g", "/f"), file("/f")]),
+            "/g: hard link to a missing entry"
+        );
+        assert_eq!(
+            err(vec![root(), entry("/d", "d"), h("/g", "/d")]),
+            "/g: hard link to a directory"
+        );
+        assert_eq!(
+            err(vec![root(), file("/f"), h("/f", "/f")]),
+            "/f: duplicate entry"
+        );
+        assert_eq!(
+            err(vec![root(), file("/f"), file("/g")]),
+            "/g: file id used twice"
+        );
+        let bad_xa = Entry {
+            xa: Some([("system.posix_acl_access".to_string(), String::new())].into()),
+            ..file("/f")
+        };
+        assert_eq!(
+            err(vec![root(), bad_xa]),
+            "/f: bad extended attribute name \"system.posix_acl_access\""
+        );
+        // Version 1 documents cannot use any of it.
+        assert_eq!(
+            tree_err(vec![root(), file("/f"), h("/g", "/f")]),
+            "/g: hard links, access times and extended attributes need version 2"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Attr, EntryInfo, FileNode, Ino, Kind, Node, NodeKind, ROOT_INO, Volume};
+use super::{Attr, EntryInfo, FileNode, Ino, Kind, Node, NodeKind, ROOT_INO, RenameMode, Volume};
 use crate::crypto;
 use crate::{Error, Protection};
 
@@ -53,7 +53,12 @@ impl Volume {
 
     /// The path of `ino` as the program sees it (display root + path), for messages.
     pub fn display_path(&self, ino: Ino) -> String {
-        self.display(&self.path_of(ino))
+        let p = self.display(&self.path_of(ino));
+        if self.orphans.contains(&ino) {
+            format!("{p} (deleted)")
+        } else {
+            p
+        }
     }
 
     pub(super) fn display(&self, p: &str) -> String {
@@ -125,10 +130,23 @@ impl Volume {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, Error> {
         let n = self.node(ino)?;
+        let links = if self.orphans.contains(&ino) {
+            0
+        } else {
+            1 + n.links.len() as u32
+        };
         let (kind, size, nlink) = match &n.kind {
-            NodeKind::Dir(ch) => (Kind::Dir, 0, 2 + ch.len() as u32),
-            NodeKind::File(f) => (Kind::File, f.size, 1),
-            NodeKind::Link(t) => (Kind::Symlink, t.len() as u64, 1),
+            NodeKind::Dir(ch) => {
+                let subdirs = ch
+                    .values()
+                    .filter(|i| {
+                        matches!(self.nodes.get(i).map(|c| &c.kind), Some(NodeKind::Dir(_)))
+                    })
+                    .count();
+                (Kind::Dir, 0, 2 + subdirs as u32)
+            }
+            NodeKind::File(f) => (Kind::File, f.size, links),
+            NodeKind::Link(t) => (Kind::Symlink, t.len() as u64, links),
         };
         Ok(Attr {
             ino,
@@ -138,6 +156,7 @@ impl Volume {
             mtime: n.mtime,
             ctime: n.ctime,
             nlink,
+            atime: n.atime.unwrap_or(n.mtime),
         })
     }
 
@@ -154,10 +173,33 @@ impl Volume {
 
     /// Set the modification time (ns since the epoch).
     pub fn set_mtime(&mut self, ino: Ino, mtime: i64) -> Result<(), Error> {
+        self.set_times(ino, None, Some(mtime))
+    }
+
+    /// Set the access and/or modification time (ns since the epoch), as `utimensat` does; the
+    /// change time becomes now.
+    pub fn set_times(
+        &mut self,
+        ino: Ino,
+        atime: Option<i64>,
+        mtime: Option<i64>,
+    ) -> Result<(), Error> {
         self.writable()?;
         let now = self.now();
         let n = self.node_mut(ino)?;
-        n.mtime = mtime;
+        if let Some(m) = mtime {
+            // An access time that only followed the old modification time keeps its value.
+            if n.atime.is_none() && atime.is_none() {
+                n.atime = Some(n.mtime);
+            }
+            n.mtime = m;
+        }
+        if let Some(a) = atime {
+            n.atime = Some(a);
+        }
+        if n.atime == Some(n.mtime) {
+            n.atime = None;
+        }
         n.ctime = now;
         self.meta_dirty = true;
         Ok(())
@@ -196,21 +238,22 @@ impl Volume {
     /// Every entry, depth first, parents before children.
     pub fn list(&self) -> Vec<EntryInfo> {
         let mut out = Vec::new();
-        let mut stack = vec![ROOT_INO];
-        while let Some(ino) = stack.pop() {
+        let mut stack = vec![(ROOT_INO, "/".to_string())];
+        while let Some((ino, path)) = stack.pop() {
             let Some(n) = self.nodes.get(&ino) else {
                 continue;
             };
             let (kind, size) = match &n.kind {
                 NodeKind::Dir(ch) => {
-                    stack.extend(ch.values().rev());
+                    let base = path.trim_end_matches('/');
+                    stack.extend(ch.iter().rev().map(|(c, i)| (*i, format!("{base}/{c}"))));
                     (Kind::Dir, 0)
                 }
                 NodeKind::File(f) => (Kind::File, f.size),
                 NodeKind::Link(t) => (Kind::Symlink, t.len() as u64),
             };
             out.push(EntryInfo {
-                path: self.path_of(ino),
+                path,
                 kind,
                 size,
                 mode: n.mode,
@@ -284,14 +327,7 @@ impl Volume {
         self.insert_child(
             parent,
             name,
-            Node {
-                parent,
-                name: name.to_string(),
-                mode: mode & 0o7777,
-                mtime: now,
-                ctime: now,
-                kind: NodeKind::File(Box::new(f)),
-            },
+            Node::new(parent, name, mode, now, NodeKind::File(Box::new(f))),
         )
     }
 
@@ -301,14 +337,7 @@ impl Volume {
         self.insert_child(
             parent,
             name,
-            Node {
-                parent,
-                name: name.to_string(),
-                mode: mode & 0o7777,
-                mtime: now,
-                ctime: now,
-                kind: NodeKind::Dir(BTreeMap::new()),
-            },
+            Node::new(parent, name, mode, now, NodeKind::Dir(BTreeMap::new())),
         )
     }
 
@@ -318,17 +347,11 @@ impl Volume {
         self.insert_child(
             parent,
             name,
-            Node {
-                parent,
-                name: name.to_string(),
-                mode: 0o777,
-                mtime: now,
-                ctime: now,
-                kind: NodeKind::Link(target.to_string()),
-            },
+            Node::new(parent, name, 0o777, now, NodeKind::Link(target.to_string())),
         )
     }
 
+    /// Remove the directory entry `name` of `parent` (the node itself is not touched).
     pub(super) fn detach(&mut self, parent: Ino, name: &str) -> Result<Ino, Error> {
         let ino = self.lookup(parent, name)?;
         let now = self.now();
@@ -342,7 +365,71 @@ impl Volume {
         Ok(ino)
     }
 
+    /// Add the directory entry `name` → `ino` to `parent` (which must not have it).
+    fn attach(&mut self, parent: Ino, name: &str, ino: Ino) -> Result<(), Error> {
+        let now = self.now();
+        let p = self.node_mut(parent)?;
+        if let NodeKind::Dir(ch) = &mut p.kind {
+            ch.insert(name.to_string(), ino);
+        }
+        p.mtime = now;
+        p.ctime = now;
+        self.meta_dirty = true;
+        Ok(())
+    }
+
+    /// The link (`from_parent`, `from_name`) of `ino` is now called (`to_parent`, `to_name`).
+    fn relink(&mut self, ino: Ino, from: (Ino, &str), to: (Ino, &str)) -> Result<(), Error> {
+        let now = self.now();
+        let n = self.node_mut(ino)?;
+        if n.parent == from.0 && n.name == from.1 {
+            n.parent = to.0;
+            n.name = to.1.to_string();
+        } else if let Some(l) = n
+            .links
+            .iter_mut()
+            .find(|(p, name)| *p == from.0 && name == from.1)
+        {
+            *l = (to.0, to.1.to_string());
+        }
+        n.ctime = now;
+        Ok(())
+    }
+
+    /// `ino` lost its link (`parent`, `name`) (the directory entry is already gone). Its last link
+    /// gone, a node still open becomes an orphan (kept until its last close), any other is dropped.
+    fn unlink_name(&mut self, ino: Ino, parent: Ino, name: &str) -> Result<(), Error> {
+        let now = self.now();
+        let n = self.node_mut(ino)?;
+        n.ctime = now;
+        let is_dir = matches!(n.kind, NodeKind::Dir(_));
+        let last = if n.parent == parent && n.name == name {
+            if n.links.is_empty() {
+                true
+            } else {
+                let (p, nm) = n.links.remove(0);
+                n.parent = p;
+                n.name = nm;
+                false
+            }
+        } else {
+            n.links.retain(|(p, nm)| !(*p == parent && nm == name));
+            false
+        };
+        if !last {
+            return Ok(());
+        }
+        if !is_dir && self.opens.get(&ino).is_some_and(|c| *c > 0) {
+            self.orphans.insert(ino);
+            Ok(())
+        } else {
+            self.drop_node(ino)
+        }
+    }
+
     pub(super) fn drop_node(&mut self, ino: Ino) -> Result<(), Error> {
+        self.orphans.remove(&ino);
+        self.opens.remove(&ino);
         if let Some(n) = self.nodes.remove(&ino)
             && let NodeKind::File(f) = n.kind
         {
@@ -356,9 +443,47 @@ impl Volume {
             if f.generation > 0 && f.csize > 0 {
                 self.dropped
                     .push(self.keys.object_name(&f.id, f.generation));
+                // The next commit makes the object garbage (the committed state may still use it).
+                self.meta_dirty = true;
             }
         }
         Ok(())
+    }
+
+    /// A handle on file `ino` was opened (FUSE `open`/`create`): the file is kept while any
+    /// handle is open, even when its last name is removed.
+    pub fn open_handle(&mut self, ino: Ino) -> Result<(), Error> {
+        self.node(ino)?;
+        *self.opens.entry(ino).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A handle on `ino` was closed (FUSE `release`). At the last close a partial chunk is sealed
+    /// and the object closed ([`Volume::release`]); a file without a name is dropped then.
+    pub fn close_handle(&mut self, ino: Ino) -> Result<(), Error> {
+        let left = match self.opens.get_mut(&ino) {
+            Some(c) => {
+                *c = c.saturating_sub(1);
+                *c
+            }
+            None => 0,
+        };
+        if left > 0 {
+            return Ok(());
+        }
+        self.opens.remove(&ino);
+        if self.orphans.contains(&ino) {
+            return self.drop_node(ino);
+        }
+        if self.nodes.contains_key(&ino) && self.access == crate::Access::ReadWrite {
+            self.release(ino)?;
+        }
+        Ok(())
+    }
+
+    /// Number of files unlinked while open and not yet closed.
+    pub fn open_unlinked(&self) -> usize {
+        self.orphans.len()
     }
 
     /// Remove a file or symlink.
@@ -371,7 +496,52 @@ impl Volume {
             });
         }
         self.detach(parent, name)?;
-        self.drop_node(ino)
+        self.unlink_name(ino, parent, name)
+    }
+
+    /// Add the hard link `newname` in `newparent` to the file or symlink `ino`.
+    pub fn link(&mut self, ino: Ino, newparent: Ino, newname: &str) -> Result<Ino, Error> {
+        self.writable()?;
+        check_name(newname)?;
+        match self.node(ino)?.kind {
+            NodeKind::Dir(_) => {
+                return Err(Error::Unsupported {
+                    what: format!("a hard link to the directory {}", self.display_path(ino)),
+                    volume: self.opts.name.clone(),
+                });
+            }
+            _ if self.orphans.contains(&ino) => {
+                return Err(self.not_found(&self.path_of(ino)));
+            }
+            _ => {}
+        }
+        let exists = match &self.node(newparent)?.kind {
+            NodeKind::Dir(ch) => ch.contains_key(newname),
+            _ => {
+                return Err(Error::NotDir {
+                    path: self.display_path(newparent),
+                });
+            }
+        };
+        if exists {
+            let p = self.path_of(newparent);
+            return Err(Error::Exists {
+                path: self.display(&format!("{}/{newname}", p.trim_end_matches('/'))),
+            });
+        }
+        self.attach(newparent, newname, ino)?;
+        let now = self.now();
+        let n = self.node_mut(ino)?;
+        n.links.push((newparent, newname.to_string()));
+        n.ctime = now;
+        Ok(ino)
+    }
+
+    /// Add a hard link at `to` to the file or symlink at `from` (paths inside the volume).
+    pub fn link_path(&mut self, from: &str, to: &str) -> Result<Ino, Error> {
+        let ino = self.resolve(from)?;
+        let (parent, name) = self.split_parent(to)?;
+        self.link(ino, parent, &name)
     }
 
     /// Remove an empty directory.
@@ -395,6 +565,22 @@ impl Volume {
         self.drop_node(ino)
     }
 
+    /// Whether directory `dir` is `ancestor` or lies below it.
+    fn is_within(&self, dir: Ino, ancestor: Ino) -> Result<bool, Error> {
+        let mut cur = dir;
+        let mut guard = 0usize;
+        loop {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == ROOT_INO || guard > self.nodes.len() {
+                return Ok(false);
+            }
+            cur = self.node(cur)?.parent;
+            guard += 1;
+        }
+    }
+
     /// Rename (replacing a file, symlink or empty directory at the destination, as POSIX does).
     pub fn rename(
         &mut self,
@@ -402,6 +588,20 @@ impl Volume {
         name: &str,
         newparent: Ino,
         newname: &str,
+    ) -> Result<(), Error> {
+        self.rename_with(parent, name, newparent, newname, RenameMode::Replace)
+    }
+
+    /// Rename as `renameat2` does: replacing the destination ([`RenameMode::Replace`]), refusing
+    /// an existing one ([`RenameMode::NoReplace`], `EEXIST`), or swapping both names atomically
+    /// ([`RenameMode::Exchange`]; both must exist).
+    pub fn rename_with(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        newparent: Ino,
+        newname: &str,
+        mode: RenameMode,
     ) -> Result<(), Error> {
         self.writable()?;
         check_name(newname)?;
@@ -412,23 +612,47 @@ impl Volume {
             });
         }
         let src_is_dir = matches!(self.node(ino)?.kind, NodeKind::Dir(_));
-        if src_is_dir {
-            let mut cur = newparent;
-            loop {
-                if cur == ino {
-                    return Err(Error::Loop {
-                        path: self.display_path(ino),
-                    });
-                }
-                if cur == ROOT_INO {
-                    break;
-                }
-                cur = self.node(cur)?.parent;
-            }
+        if src_is_dir && self.is_within(newparent, ino)? {
+            return Err(Error::Loop {
+                path: self.display_path(ino),
+            });
         }
-        if let Ok(existing) = self.lookup(newparent, newname) {
+        let existing = match self.lookup(newparent, newname) {
+            Ok(e) => Some(e),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if mode == RenameMode::Exchange {
+            let Some(other) = existing else {
+                let p = self.path_of(newparent);
+                return Err(self.not_found(&format!("{}/{newname}", p.trim_end_matches('/'))));
+            };
+            if other == ino {
+                return Ok(());
+            }
+            if matches!(self.node(other)?.kind, NodeKind::Dir(_))
+                && self.is_within(parent, other)?
+            {
+                return Err(Error::Loop {
+                    path: self.display_path(other),
+                });
+            }
+            self.detach(parent, name)?;
+            self.detach(newparent, newname)?;
+            self.attach(parent, name, other)?;
+            self.attach(newparent, newname, ino)?;
+            self.relink(ino, (parent, name), (newparent, newname))?;
+            self.relink(other, (newparent, newname), (parent, name))?;
+            return Ok(());
+        }
+        if let Some(existing) = existing {
             if existing == ino {
                 return Ok(());
+            }
+            if mode == RenameMode::NoReplace {
+                return Err(Error::Exists {
+                    path: self.display_path(existing),
+                });
             }
             match (&self.node(existing)?.kind, src_is_dir) {
                 (NodeKind::Dir(ch), true) if ch.is_empty() => {}
@@ -450,22 +674,11 @@ impl Volume {
                 _ => {}
             }
             self.detach(newparent, newname)?;
-            self.drop_node(existing)?;
+            self.unlink_name(existing, newparent, newname)?;
         }
         self.detach(parent, name)?;
-        let now = self.now();
-        let np = self.node_mut(newparent)?;
-        if let NodeKind::Dir(ch) = &mut np.kind {
-            ch.insert(newname.to_string(), ino);
-        }
-        np.mtime = now;
-        np.ctime = now;
-        let n = self.node_mut(ino)?;
-        n.parent = newparent;
-        n.name = newname.to_string();
-        n.ctime = now;
-        self.meta_dirty = true;
-        Ok(())
+        self.attach(newparent, newname, ino)?;
+        self.relink(ino, (parent, name), (newparent, newname))
     }
 
     /// Remove everything in the volume (used by staged pack before importing a tree).
@@ -497,6 +710,7 @@ impl Volume {
 mod tests {
     use super::*;
     use crate::Access;
+    use crate::RenameMode;
     use crate::volume::testutil::{commit_ack, new_volume, objects, reopen};
 
     #[test]
@@ -555,7 +769,7 @@ mod tests {
             (attr.kind, attr.size, attr.mode, attr.nlink),
             (Kind::File, 5, 0o640, 1)
         );
-        assert_eq!(v.getattr(a).unwrap().nlink, 4);
+        assert_eq!(v.getattr(a).unwrap().nlink, 3, "2 + one subdirectory");
         assert_eq!(v.getattr(v.resolve("/a/l").unwrap()).unwrap().size, 3);
         let listed: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
         assert_eq!(listed, ["/", "/a", "/a/b", "/a/b/f", "/a/l", "/z"]);
@@ -702,5 +916,216 @@ mod tests {
         assert!(matches!(v.clear(), Err(Error::ReadOnly { .. })));
         assert!(!v.has_changes());
         assert_eq!(v.read_file("/f").unwrap(), b"x");
+    }
+
+    #[test]
+    fn files_unlinked_while_open_live_until_the_last_close() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/f", b"committed", 0o644).unwrap();
+        commit_ack(&mut v);
+        let committed = objects(d.path());
+        assert_eq!(committed.len(), 1);
+        v.open_handle(f).unwrap();
+        v.open_handle(f).unwrap();
+        v.unlink(ROOT_INO, "f").unwrap();
+        assert!(v.resolve("/f").is_err(), "no longer reachable by name");
+        assert_eq!(v.getattr(f).unwrap().nlink, 0);
+        assert_eq!(v.open_unlinked(), 1);
+        assert_eq!(v.read(f, 0, 100).unwrap(), b"committed");
+        v.write(f, 9, b" and more").unwrap();
+        v.truncate(f, 13).unwrap();
+        assert_eq!(v.read_all(f).unwrap(), b"committed and");
+        assert!(v.display_path(f).ends_with("(deleted)"));
+        // A name cannot be given back to it (ENOENT, as Linux answers for nlink 0).
+        assert_eq!(
+            v.link(f, ROOT_INO, "again").map_err(|e| e.errno()).err(),
+            Some(libc::ENOENT)
+        );
+        // A commit does not contain it, and never writes its data.
+        let t = commit_ack(&mut v);
+        assert_eq!(v.read_all(f).unwrap(), b"committed and");
+        assert!(objects(d.path()).contains(&committed[0]), "still read from");
+        v.close_handle(f).unwrap();
+        assert_eq!(v.read(f, 0, 4).unwrap(), b"comm", "one handle left");
+        v.close_handle(f).unwrap();
+        assert!(v.getattr(f).is_err());
+        assert_eq!(v.open_unlinked(), 0);
+        assert!(
+            v.has_changes(),
+            "its old object becomes garbage at the next commit"
+        );
+        let t2 = commit_ack(&mut v);
+        assert_ne!(t, t2);
+        assert!(objects(d.path()).is_empty(), "space reclaimed");
+        drop(v);
+        let v = reopen(d.path(), t2, Access::ReadOnly).unwrap();
+        assert_eq!(v.list().len(), 1);
+    }
+
+    #[test]
+    fn an_open_unlinked_file_left_by_a_crash_is_reclaimed_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/tmp", b"old", 0o644).unwrap();
+        v.write_file("/keep", b"keep", 0o644).unwrap();
+        commit_ack(&mut v);
+        v.open_handle(f).unwrap();
+        v.unlink(ROOT_INO, "tmp").unwrap();
+        v.write(f, 0, &[7u8; 50_000]).unwrap();
+        let t = commit_ack(&mut v);
+        assert_eq!(
+            objects(d.path()).len(),
+            3,
+            "keep, the old and the new object of /tmp"
+        );
+        // Crash: the handle is never closed.
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadWrite).unwrap();
+        assert_eq!(objects(d.path()).len(), 1, "only /keep's object is left");
+        assert_eq!(v.read_file("/keep").unwrap(), b"keep");
+        assert!(v.resolve("/tmp").is_err());
+        assert_eq!(v.tag(), Some(t));
+    }
+
+    #[test]
+    fn rename_over_an_open_file_keeps_it_readable() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let old = v.write_file("/db", b"old", 0o644).unwrap();
+        let new = v.write_file("/db.new", b"new", 0o644).unwrap();
+        commit_ack(&mut v);
+        v.open_handle(old).unwrap();
+        v.rename_path("/db.new", "/db").unwrap();
+        assert_eq!(v.resolve("/db").unwrap(), new);
+        assert_eq!(v.read_all(old).unwrap(), b"old");
+        assert_eq!(v.getattr(old).unwrap().nlink, 0);
+        v.close_handle(old).unwrap();
+        assert!(v.getattr(old).is_err());
+        let t = commit_ack(&mut v);
+        assert_eq!(objects(d.path()).len(), 1);
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert_eq!(v.read_file("/db").unwrap(), b"new");
+    }
+
+    #[test]
+    fn hard_links_share_one_inode_and_count_their_names() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.mkdir_all("/a/b").unwrap();
+        let f = v.write_file("/a/f", b"shared", 0o640).unwrap();
+        let l = v.symlink_path("/a/s", "f").unwrap();
+        assert_eq!(v.link_path("/a/f", "/a/b/g").unwrap(), f);
+        v.link_path("/a/f", "/h").unwrap();
+        v.link_path("/a/s", "/s2").unwrap();
+        assert_eq!(v.getattr(f).unwrap().nlink, 3);
+        assert_eq!(v.getattr(l).unwrap().nlink, 2);
+        let errno = |r: Result<Ino, Error>| r.map_err(|e| e.errno()).err();
+        assert_eq!(errno(v.link_path("/a", "/a2")), Some(libc::EPERM));
+        assert_eq!(errno(v.link_path("/a/f", "/h")), Some(libc::EEXIST));
+        assert_eq!(errno(v.link_path("/nope", "/x")), Some(libc::ENOENT));
+        v.write(v.resolve("/h").unwrap(), 0, b"SH").unwrap();
+        assert_eq!(v.read_file("/a/b/g").unwrap(), b"SHared");
+        // Removing the first name moves the node's path to another one.
+        v.remove("/a/f").unwrap();
+        assert_eq!(v.getattr(f).unwrap().nlink, 2);
+        assert_eq!(v.path_of(f), "/a/b/g");
+        // Renaming one link onto another of the same file does nothing (POSIX).
+        v.rename_path("/h", "/a/b/g").unwrap();
+        assert_eq!(v.getattr(f).unwrap().nlink, 2);
+        v.rename_path("/h", "/h2").unwrap();
+        let t = commit_ack(&mut v);
+        drop(v);
+        let mut v = reopen(d.path(), t, Access::ReadWrite).unwrap();
+        let f = v.resolve("/a/b/g").unwrap();
+        assert_eq!(v.resolve("/h2").unwrap(), f);
+        assert_eq!(v.getattr(f).unwrap().nlink, 2);
+        assert_eq!(v.getattr(v.resolve("/s2").unwrap()).unwrap().nlink, 2);
+        assert_eq!(v.read_file("/h2").unwrap(), b"SHared");
+        assert_eq!(v.getattr(f).unwrap().mode, 0o640);
+        let listed: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            listed,
+            ["/", "/a", "/a/b", "/a/b/g", "/a/s", "/h2", "/s2"],
+            "every name is listed at its own path"
+        );
+        v.remove("/h2").unwrap();
+        v.remove("/a/b/g").unwrap();
+        commit_ack(&mut v);
+        assert!(objects(d.path()).is_empty(), "the last name took the data");
+    }
+
+    #[test]
+    fn renameat2_noreplace_and_exchange() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        v.mkdir_all("/d/sub").unwrap();
+        let a = v.write_file("/a", b"A", 0o644).unwrap();
+        let b = v.write_file("/d/b", b"B", 0o644).unwrap();
+        let errno = |r: Result<(), Error>| r.map_err(|e| e.errno()).err();
+        assert_eq!(
+            errno(v.rename_with(
+                ROOT_INO,
+                "a",
+                v.resolve("/d").unwrap(),
+                "b",
+                RenameMode::NoReplace
+            )),
+            Some(libc::EEXIST)
+        );
+        let dd = v.resolve("/d").unwrap();
+        v.rename_with(ROOT_INO, "a", dd, "b", RenameMode::Exchange)
+            .unwrap();
+        assert_eq!(
+            (v.resolve("/d/b").unwrap(), v.resolve("/a").unwrap()),
+            (a, b)
+        );
+        assert_eq!(v.path_of(a), "/d/b");
+        assert_eq!(v.read_file("/a").unwrap(), b"B");
+        assert_eq!(
+            errno(v.rename_with(ROOT_INO, "a", dd, "none", RenameMode::Exchange)),
+            Some(libc::ENOENT)
+        );
+        // A directory cannot be exchanged with something inside it.
+        let sub = v.resolve("/d/sub").unwrap();
+        assert_eq!(
+            errno(v.rename_with(ROOT_INO, "d", sub, "x", RenameMode::NoReplace)),
+            Some(libc::EINVAL)
+        );
+        assert_eq!(
+            errno(v.rename_with(dd, "sub", ROOT_INO, "d", RenameMode::Exchange)),
+            Some(libc::EINVAL)
+        );
+        v.rename_with(ROOT_INO, "a", dd, "c", RenameMode::NoReplace)
+            .unwrap();
+        let t = commit_ack(&mut v);
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert_eq!(v.read_file("/d/c").unwrap(), b"B");
+        assert_eq!(v.read_file("/d/b").unwrap(), b"A");
+    }
+
+    #[test]
+    fn times_keep_nanoseconds_and_an_explicit_access_time() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/f", b"x", 0o644).unwrap();
+        v.set_times(f, Some(1_000_000_001), Some(2_000_000_002))
+            .unwrap();
+        let a = v.getattr(f).unwrap();
+        assert_eq!((a.atime, a.mtime), (1_000_000_001, 2_000_000_002));
+        v.set_times(f, None, Some(3)).unwrap();
+        assert_eq!(v.getattr(f).unwrap().atime, 1_000_000_001);
+        let g = v.write_file("/g", b"y", 0o644).unwrap();
+        v.set_times(g, None, Some(5)).unwrap();
+        let ga = v.getattr(g).unwrap();
+        assert!(ga.atime > 5, "the access time stays where it was");
+        let t = commit_ack(&mut v);
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        let a = v.getattr(v.resolve("/f").unwrap()).unwrap();
+        assert_eq!((a.atime, a.mtime), (1_000_000_001, 3));
+        assert_eq!(v.getattr(v.resolve("/g").unwrap()).unwrap().atime, ga.atime);
     }
 }

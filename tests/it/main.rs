@@ -18,6 +18,7 @@ mod launch;
 mod policy;
 mod rest;
 mod run;
+mod sconify;
 mod secrets;
 mod shield;
 mod support;

@@ -549,7 +549,7 @@ fn write_docker_archive(
             // The tar needs the size first: decompress into a temporary file.
             let mut t = tempfile::tempfile().map_err(io(std::env::temp_dir()))?;
             let size = std::io::copy(&mut r, &mut t).map_err(io(&l.path))?;
-            check.finish(l).map_err(|why| ConvertError::Image(why))?;
+            check.finish(l).map_err(ConvertError::Image)?;
             std::io::Seek::rewind(&mut t).map_err(io(&l.path))?;
             add(&mut b, &name, size, &mut t)?;
             names.push(name);

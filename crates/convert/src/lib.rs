@@ -402,7 +402,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
         command: &command,
         env: &env,
         pwd: &pwd,
-        fspf: fspf.clone().map(|(p, k, t)| (p, k, t)),
+        fspf: fspf.clone(),
         volumes: &opts.volumes,
         allow_debug_mode: opts.allow_debug_mode,
         allow_tcb_vulnerabilities: opts.allow_tcb_vulnerabilities,

@@ -58,7 +58,7 @@ enum Cmd {
     /// Compute a measurement offline.
     Measure(cmd::run::MeasureArgs),
     /// Convert a container image into a confidential image and generate its session.
-    SconifyImage(cmd::sconify::SconifyArgs),
+    SconifyImage(Box<cmd::sconify::SconifyArgs>),
     /// Benchmarks that compare veil with a baseline on this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd::run::run(a),
         Cmd::Envcas(a) => cmd::run::envcas(a),
         Cmd::Measure(a) => cmd::run::measure(a),
-        Cmd::SconifyImage(a) => cmd::sconify::run(a),
+        Cmd::SconifyImage(a) => cmd::sconify::run(*a),
         Cmd::Evidence(c) => cmd::evidence::run(c),
         Cmd::Bench(c) => cmd::bench::run(c),
     };

@@ -19,9 +19,11 @@
 //!   level where the host path is missing or an empty directory (so region files `/code/app.py`
 //!   give a read-only `/code`, while a region under an existing, non-empty `/srv` only covers the
 //!   paths it defines below it); region files whose parent exists on the host with content are
-//!   bind-mounted one by one. Finally the staging tmpfs is detached, so only the bind mounts keep
-//!   it alive. Mount points created for this are removed again when the program has exited, or
-//!   as soon as a later step fails ([`ExposedRegion`] is a drop guard).
+//!   bind-mounted one by one. Finally the staging tmpfs is detached and its directory removed, so
+//!   only the bind mounts keep it alive. Missing mount points are made on launcher tmpfs, never on
+//!   the host, and never through a symbolic link ([`crate::exec::namespace::mount_point`]); the
+//!   mounts are undone when the program has exited or as soon as a later step fails
+//!   ([`ExposedRegion`] is a drop guard).
 
 use std::path::Path;
 

@@ -2,9 +2,11 @@
 //! program as a child.
 //!
 //! * [`plan`](mod@plan): the CAS's configuration → [`Plan`] (host substitutions, path checks; pure).
-//! * [`namespace`]: the private mount namespace, staging tmpfs, bind-mounted injection files,
-//!   and the [`namespace::Undo`] drop guard that removes whatever was placed.
-//! * [`run`]: fork and `execveat` of the measured descriptor, signal forwarding, wait.
+//! * [`namespace`]: the private mount namespace and private root, staging tmpfs, mount points
+//!   made on launcher tmpfs only (never through a symbolic link), bind-mounted injection files,
+//!   and the [`namespace::Undo`] drop guard that unmounts whatever was placed.
+//! * [`run`]: fork and `execve` of the measured copy's path (or `execveat` of the measured
+//!   descriptor), signal forwarding, wait.
 
 pub mod namespace;
 pub mod plan;

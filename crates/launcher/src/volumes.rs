@@ -21,7 +21,11 @@
 //! usable `/dev/fuse` and `fusermount3`, else `staged`). In FUSE mode the volume is served by the
 //! shield at its path instead of the tmpfs; every commit (fsync, grouped closes, unmount) is
 //! recorded in the CAS synchronously by the same compare-and-swap sink before it is acknowledged.
-//! Ephemeral volumes are always staged (their changes are discarded).
+//! Ephemeral volumes are always staged (their changes are discarded). A missing volume path is
+//! made on a launcher tmpfs, never on the host ([`crate::exec::namespace::mount_point`]).
+//!
+//! While the program runs, [`Heartbeat`] renews the instance's leases; when they can no longer be
+//! proven (refused, or no heartbeat within the lease TTL) it stops the program (decision 9).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The program as a child: everything the child needs (argv, envp, cwd) is prepared before
-//! `fork`, and the child only calls async-signal-safe functions up to `execveat(fd, "", …,
-//! AT_EMPTY_PATH)` on the descriptor that was measured (or `execve` of a path for envcas).
+//! `fork`, and the child only calls async-signal-safe functions up to `execve` of a path (the
+//! measured copy bind-mounted at the program's path, or envcas's program) or `execveat(fd, "",
+//! …, AT_EMPTY_PATH)` on the descriptor that was measured.
 //! SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the child; the launcher returns the
 //! child's status (128 + n for signal n).
 

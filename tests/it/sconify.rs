@@ -199,16 +199,20 @@ struct Converted {
 }
 
 fn sconify(home: &Path, args: &[&str]) -> Result<Converted, String> {
+    sconify_with(
+        home,
+        args,
+        &["--cas-key-hash", CAS_KEY_HASH, "--disable-session-upload"],
+    )
+}
+
+fn sconify_with(home: &Path, args: &[&str], extra: &[&str]) -> Result<Converted, String> {
     let session = home.join(format!("session-{}.yml", args.len()));
     let mut c = veil(home);
     c.arg("sconify-image")
         .args(args)
-        .args([
-            "--cas-key-hash",
-            CAS_KEY_HASH,
-            "--disable-session-upload",
-            "--json",
-        ])
+        .args(extra)
+        .arg("--json")
         .arg(format!("--session={}", session.display()));
     let o = c.output().unwrap();
     if !o.status.success() {
@@ -732,18 +736,69 @@ fn bad_input_is_one_line_naming_it_and_leaves_nothing() {
     let e = sconify(t, &[&from, &to]).unwrap_err();
     assert!(e.contains(&format!("layer 0 ({l0})")), "{e}");
     assert!(!dst.exists());
-    // Without --disable-session-upload the upload (not available yet) is refused by name.
+    // An unpinned --cas is named.
     let o = veil(t)
-        .args([
-            "sconify-image",
-            &from,
-            &to,
-            "--cas-key-hash",
-            CAS_KEY_HASH,
-            "--session=/dev/null",
-        ])
+        .args(["sconify-image", &from, &to, "--cas", "127.0.0.1:1"])
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--disable-session-upload"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--cas 127.0.0.1:1: not a pinned CAS"), "{e}");
+    assert!(!dst.exists());
+}
+
+#[test]
+fn the_session_is_uploaded_and_a_new_version_updates_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cas_dir = tempfile::tempdir().unwrap();
+    let cas = crate::support::CasProcess::start(t, cas_dir.path());
+    let id = veil_identity::Identity::generate("ci-runner", &[]).unwrap();
+    crate::support::pin_cas_as(t, &id, &cas);
+    let src = counter_image(t);
+    let keys = t.join("keys.json");
+    let conv = |dst: &str, env: &str| {
+        sconify_with(
+            t,
+            &[
+                &format!("--from=oci:{}:v1", src.display()),
+                &format!("--to=oci:{}:v1", t.join(dst).display()),
+                "--dir=/code",
+                "--volume=V1:/V1",
+                "--namespace=ns-up",
+                "--name=counter",
+                &format!("--env={env}"),
+                &format!("--keys={}", keys.display()),
+                "--create-namespace",
+            ],
+            &["--cas", &cas.api],
+        )
+        .unwrap()
+    };
+    let v1 = conv("v1", "VERSION=1");
+    let read = |name: &str| {
+        let o = veil(t).args(["session", "read", name]).output().unwrap();
+        success_stdout(&["session", "read"], o)
+    };
+    let first = read("ns-up/counter");
+    assert!(
+        first.contains(v1.json["measurement"].as_str().unwrap()),
+        "{first}"
+    );
+    assert!(read("ns-up").contains("create_sessions"));
+    // The image trusts the pinned CAS.
+    let root = unpack(t, &format!("{}:v1", t.join("v1").display()), "bundle");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/veil/cas-key-hash")).unwrap(),
+        format!("{}\n", cas.key_hash)
+    );
+    // A second conversion updates the session: its predecessor is the first version.
+    let v2 = conv("v2", "VERSION=2");
+    assert_ne!(v1.json["session_hash"], v2.json["session_hash"]);
+    let second = read("ns-up/counter");
+    assert!(second.contains("VERSION"), "{second}");
+    assert!(
+        second.contains(v1.json["session_hash"].as_str().unwrap()),
+        "the new version names the first as its predecessor:\n{second}"
+    );
 }

@@ -2,9 +2,16 @@
 //! session (issue 17; the work is done by the `veil-convert` crate). SCONE's flag names;
 //! `--flag=value` and `--flag value` both work.
 //!
-//! This version converts offline: `--cas-key-hash H` names the CAS the image will trust and the
-//! session is written to `--session FILE` (upload it with `veil session create`). Session
-//! upload, registries (`docker://`) and the Helm chart are not available yet and are refused by
+//! * With `--cas CAS` (a pinned CAS, `veil cas attest`), the session is uploaded as the
+//!   identity (`--identity` or the default one): created, or updated with the active version as
+//!   its predecessor when it exists; `--create-namespace` first creates the namespace session
+//!   (CREATOR may read, update and create sessions in it). The image trusts the pinned key hash
+//!   and `SCONE_CAS_ADDR` is the CAS's host (the launcher adds the workload port).
+//! * Offline (`--disable-session-upload`, or no `--cas`): `--cas-key-hash H` names the CAS the
+//!   image trusts and `--session FILE` receives the session (upload it later with
+//!   `veil session create`).
+//!
+//! Registries (`docker://`) and the Helm chart are not available yet; `docker://` is refused by
 //! name.
 
 use std::io::Write;
@@ -14,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use veil_convert::{ImageRef, Keys, Options};
 
+use crate::cmd::remote::{RemoteArgs, connect};
 use crate::cmd::run::LauncherArg;
 
 /// Arguments of `veil sconify-image`.
@@ -43,18 +51,21 @@ pub struct SconifyArgs {
     /// An environment variable K=V for the service (repeatable; wins over the image's).
     #[arg(long = "env", value_name = "K=V")]
     env: Vec<String>,
-    /// The CAS address baked into the image (SCONE_CAS_ADDR).
-    #[arg(long, default_value = "cas")]
-    cas: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// The LAS address baked into the image (SCONE_LAS_ADDR; health only, decision 11).
     #[arg(long, default_value = "localhost:18766")]
     las: String,
-    /// The key hash of the CAS the image trusts (baked into /etc/veil/cas-key-hash).
+    /// The key hash of the CAS the image trusts (baked into /etc/veil/cas-key-hash) [default:
+    /// the pinned key of --cas].
     #[arg(long, value_name = "H")]
-    cas_key_hash: String,
-    /// Do not upload the session (required in this version: upload is not available yet).
+    cas_key_hash: Option<String>,
+    /// Do not upload the session to --cas.
     #[arg(long)]
     disable_session_upload: bool,
+    /// Create the namespace session before uploading (an existing one is kept).
+    #[arg(long)]
+    create_namespace: bool,
     /// The session's namespace [default: from --keys, else random].
     #[arg(long, value_name = "NS")]
     namespace: Option<String>,
@@ -113,23 +124,21 @@ fn pair(flag: &str, v: &str, sep: char) -> anyhow::Result<(String, String)> {
 /// Run `veil sconify-image`.
 pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
     let _ = a.no_color;
-    if !a.disable_session_upload {
+    let upload = a.remote.cas.is_some() && !a.disable_session_upload;
+    if a.create_namespace && !upload {
         bail!(
-            "--cas {}: uploading the session is not available in this version; pass --disable-session-upload and --session FILE, then upload with `veil session create`",
-            a.cas
+            "--create-namespace needs a session upload (--cas CAS, without --disable-session-upload)"
         );
     }
-    if !veil_types::is_key_hash(&a.cas_key_hash) {
+    let (cas_key_hash, cas_host) = cas_identity(&a, upload)?;
+    if !veil_types::is_key_hash(&cas_key_hash) {
+        bail!("--cas-key-hash {cas_key_hash}: not a key hash (64 lowercase hex)");
+    }
+    if a.session.is_none() && !upload {
         bail!(
-            "--cas-key-hash {}: not a key hash (64 lowercase hex)",
-            a.cas_key_hash
+            "--session FILE is required when the session is not uploaded (--disable-session-upload or no --cas)"
         );
     }
-    let Some(session_file) = a.session.clone() else {
-        bail!(
-            "--session FILE is required with --disable-session-upload (the session would be lost)"
-        );
-    };
     let from = ImageRef::parse("--from", &a.from)?;
     let to = ImageRef::parse("--to", &a.to)?;
     let keys = match &a.keys {
@@ -169,14 +178,20 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // Claim the session file's place before converting, so a failure leaves nothing behind.
-    let dir = match session_file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+    let pending = match &a.session {
+        Some(f) => {
+            let dir = match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let t = tempfile::Builder::new()
+                .prefix(".veil-session-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("--session {}", f.display()))?;
+            Some((t, f.clone()))
+        }
+        None => None,
     };
-    let mut pending = tempfile::Builder::new()
-        .prefix(".veil-session-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("--session {}", session_file.display()))?;
     let opts = Options {
         session: a.name.clone().unwrap_or_else(|| to.default_session_name()),
         namespace: a
@@ -192,9 +207,9 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         dirs: a.dirs.clone(),
         volumes,
         env,
-        cas_addr: a.cas.clone(),
+        cas_addr: cas_host,
         las_addr: a.las.clone(),
-        cas_key_hash: a.cas_key_hash.clone(),
+        cas_key_hash,
         service: a.service_name.clone(),
         template,
         secrets: read("--secrets", &a.secrets)?,
@@ -205,13 +220,27 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
     };
     let started = std::time::Instant::now();
-    let out = veil_convert::convert(&opts)?;
-    pending
-        .write_all(out.session_text.as_bytes())
-        .with_context(|| format!("--session {}", session_file.display()))?;
-    pending
-        .persist(&session_file)
-        .with_context(|| format!("--session {}", session_file.display()))?;
+    let mut out = veil_convert::convert(&opts)?;
+    if let Some((mut t, f)) = pending {
+        t.write_all(out.session_text.as_bytes())
+            .with_context(|| format!("--session {}", f.display()))?;
+        t.persist(&f)
+            .with_context(|| format!("--session {}", f.display()))?;
+        eprintln!("session {} written to {}", out.session, f.display());
+    }
+    if upload && !a.dry_run {
+        out.session_hash =
+            upload_session(&a, &opts.namespace, &out.session_text).with_context(|| {
+                format!(
+                    "the image is written, but session {} was not uploaded",
+                    out.session
+                )
+            })?;
+        eprintln!(
+            "session {} uploaded (hash {})",
+            out.session, out.session_hash
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -226,12 +255,78 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         );
         eprintln!("image digest {}", out.digest);
         eprintln!("measurement  {}", out.measurement);
-        eprintln!(
-            "session {} written to {}",
-            out.session,
-            session_file.display()
-        );
         println!("{}", out.session);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CAS key hash to bake and the CAS host for `SCONE_CAS_ADDR`.
+fn cas_identity(a: &SconifyArgs, upload: bool) -> anyhow::Result<(String, String)> {
+    let host = |addr: &str| -> String {
+        match addr.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h.to_string(),
+            _ => addr.to_string(),
+        }
+    };
+    let Some(cas) = &a.remote.cas else {
+        let Some(h) = &a.cas_key_hash else {
+            bail!(
+                "--cas-key-hash H is required without --cas (the image must name the CAS it trusts)"
+            );
+        };
+        return Ok((h.clone(), "cas".into()));
+    };
+    if !upload || a.remote.only_for_testing_disable_attestation_verification {
+        let Some(h) = &a.cas_key_hash else {
+            bail!(
+                "--cas {cas}: give --cas-key-hash H (the key is only taken from the pin when the session is uploaded)"
+            );
+        };
+        return Ok((h.clone(), host(cas)));
+    }
+    let cfg = veil_client::CliConfig::load(&veil_client::config_path()?)?;
+    let (_, pinned) = cfg.get(Some(cas)).with_context(|| {
+        format!("--cas {cas}: not a pinned CAS (pin it with `veil cas attest`)")
+    })?;
+    if let Some(h) = &a.cas_key_hash
+        && *h != pinned.key_hash
+    {
+        bail!("--cas-key-hash {h} differs from the key hash pinned for --cas {cas}");
+    }
+    Ok((pinned.key_hash, host(&pinned.address)))
+}
+
+/// Upload the session (creating the namespace first with `--create-namespace`); returns the
+/// hash the CAS gives it.
+fn upload_session(a: &SconifyArgs, namespace: &str, text: &str) -> anyhow::Result<String> {
+    let mut session = veil_policy::parse("generated session", text)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let mut c = connect(&a.remote).await?;
+        if a.create_namespace {
+            let ns = format!(
+                "name: {namespace}\nversion: \"0.3\"\naccess_policy:\n  read: [CREATOR]\n  update: [CREATOR]\n  create_sessions: [CREATOR]\n"
+            );
+            match c.upload_session(&ns).await {
+                Ok(_) => eprintln!("namespace session {namespace} created"),
+                Err(veil_client::ClientError::Api { status: 409, .. }) => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("--create-namespace: cannot create {namespace}")));
+                }
+            }
+        }
+        match c.upload_session(&session.to_yaml()).await {
+            Ok(h) => Ok(h),
+            Err(veil_client::ClientError::Api { status: 409, code, .. }) if code == "session_exists" => {
+                let (_, current) = c.read_session(&session.name, None).await?;
+                session.predecessor = Some(current);
+                Ok(c.upload_session(&session.to_yaml()).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
 }

@@ -53,13 +53,17 @@ impl Region {
         let t = std::fs::canonicalize(tmp.path()).unwrap();
         let code = t.join("code");
         let src = t.join("src");
+        // The marker lives in a directory of its own: the launcher mirrors `t` on a tmpfs in the
+        // program's namespace (the region's mount point is made there, never on the host), so
+        // new entries directly in `t` are not shared with the test.
+        std::fs::create_dir(t.join("marks")).unwrap();
         let src_code = src.join(code.strip_prefix("/").unwrap());
         std::fs::create_dir_all(&src_code).unwrap();
         std::fs::write(
             src_code.join("hello.sh"),
             format!(
                 "touch {ran}\necho \"hello from the code region $1\"\nif ( echo x >> {code}/hello.sh ) 2>/dev/null; then echo writable; else echo read-only; fi\n",
-                ran = t.join("ran").display(),
+                ran = t.join("marks/ran").display(),
                 code = code.display()
             ),
         )
@@ -122,7 +126,7 @@ impl Region {
 
     #[track_caller]
     fn refused(&self, service: &str, what: &str, want: &[&str]) {
-        let _ = std::fs::remove_file(self.t().join("ran"));
+        let _ = std::fs::remove_file(self.t().join("marks/ran"));
         let o = self.run(service);
         let out = String::from_utf8_lossy(&o.stdout);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -138,7 +142,7 @@ impl Region {
             !out.contains("hello from"),
             "{what}: the program ran\n{out}"
         );
-        assert!(!self.t().join("ran").exists(), "{what}: the program ran");
+        assert!(!self.t().join("marks/ran").exists(), "{what}: the program ran");
     }
 }
 
@@ -157,7 +161,7 @@ fn the_code_region_runs_read_only_and_tampering_is_refused() {
         out, "hello from the code region from-cas\nread-only\n",
         "{err}"
     );
-    assert!(t.join("ran").exists());
+    assert!(t.join("marks/ran").exists());
 
     // A tag other than the region's: refused before anything runs.
     r.refused(

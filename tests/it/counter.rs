@@ -59,13 +59,17 @@ impl Counter {
             .unwrap()
             .replace("/V1/", &format!("{}/", volume_path.display()));
         std::fs::write(&script, text).unwrap();
+        // Markers live in a directory of their own: the launcher mirrors `t` on a tmpfs in the
+        // program's namespace (the volume's mount point is made there, never on the host), so
+        // new entries directly in `t` are not shared with the test.
+        std::fs::create_dir(t.join("marks")).unwrap();
         let slow = t.join("slow.sh");
         std::fs::write(
             &slow,
             format!(
                 "touch {ready}\nwhile [ ! -e {go} ]; do sleep 0.05; done\n. {script}\n",
-                ready = t.join("ready").display(),
-                go = t.join("go").display(),
+                ready = t.join("marks/ready").display(),
+                go = t.join("marks/go").display(),
                 script = script.display()
             ),
         )
@@ -243,7 +247,7 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = c.tmp.path().join("ready");
+    let ready = c.tmp.path().join("marks/ready");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready.exists() {
         assert!(Instant::now() < deadline, "the slow program never started");
@@ -260,7 +264,7 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
         &mut c.cas,
         CasProcess::without_process(String::new(), "127.0.0.1:1".into(), key_hash.clone()),
     ));
-    std::fs::write(c.tmp.path().join("go"), b"").unwrap();
+    std::fs::write(c.tmp.path().join("marks/go"), b"").unwrap();
     let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -142,7 +142,10 @@ impl Region {
             !out.contains("hello from"),
             "{what}: the program ran\n{out}"
         );
-        assert!(!self.t().join("marks/ran").exists(), "{what}: the program ran");
+        assert!(
+            !self.t().join("marks/ran").exists(),
+            "{what}: the program ran"
+        );
     }
 }
 

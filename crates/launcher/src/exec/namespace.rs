@@ -125,13 +125,15 @@ pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Options of a tmpfs standing in for the directory `md`: its mode, and its owner when the
+/// launcher is root (in a user namespace only the launcher's own ids are mapped).
 fn tmpfs_options(md: &nix::sys::stat::FileStat) -> String {
-    format!(
-        "mode={:o},uid={},gid={}",
-        md.st_mode & 0o7777,
-        md.st_uid,
-        md.st_gid
-    )
+    let mode = md.st_mode & 0o7777;
+    if nix::unistd::geteuid().is_root() {
+        format!("mode={mode:o},uid={},gid={}", md.st_uid, md.st_gid)
+    } else {
+        format!("mode={mode:o}")
+    }
 }
 
 /// Mount a tmpfs over `/`, mirror the host's top-level entries in it and `chroot` into it; the

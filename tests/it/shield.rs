@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use veil_shield::{
     Access, Error, Expect, FaultInjector, Kind, Options, Protection, Tag, Volume, VolumeId,
-    VolumeKey,
+    VolumeKey, XattrFlags,
 };
 
 use crate::support::veil;
@@ -578,6 +578,18 @@ fn snapshot(v: &Volume) -> Model {
             }
             Kind::File => {
                 let d = v.read_file(&e.path).unwrap();
+                let ino = v.resolve(&e.path).unwrap();
+                let a = v.getattr(ino).unwrap();
+                let xa: Vec<(String, Vec<u8>)> = v
+                    .list_xattr(ino)
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| (n.clone(), v.get_xattr(ino, &n).unwrap()))
+                    .collect();
+                m.insert(
+                    format!("{}#meta", e.path),
+                    Some(format!("nlink={} xa={xa:?}", a.nlink).into_bytes()),
+                );
                 m.insert(e.path, Some(d));
             }
             Kind::Symlink => {
@@ -611,7 +623,27 @@ fn batch(v: &mut Volume, k: u8) -> Result<(), Error> {
     v.rename_path("/old", &format!("/renamed{k}"))?;
     v.remove("/gone")?;
     v.symlink_path(&format!("/l{k}"), "a")?;
+    // Version 2 metadata: a hard link, an extended attribute.
+    v.link_path("/b", &format!("/hl{k}"))?;
+    v.set_xattr(v.resolve("/a")?, "user.k", &[k; 3], XattrFlags::Any)?;
+    // A file unlinked while open (written before and after): never committed, reclaimed.
+    let t = v.create_file(veil_shield::ROOT_INO, &format!("tmp{k}"), 0o600)?;
+    v.open_handle(t)?;
+    v.write(t, 0, &pattern(k, 9000))?;
+    v.unlink(veil_shield::ROOT_INO, &format!("tmp{k}"))?;
+    v.write(t, 9000, &pattern(k, 5000))?;
     Ok(())
+}
+
+/// Objects a volume's named files need: one per distinct non-empty file.
+fn needed_objects(v: &Volume) -> usize {
+    let mut inos = BTreeSet::new();
+    for e in v.list() {
+        if e.kind == Kind::File && e.size > 0 {
+            inos.insert(v.resolve(&e.path).unwrap());
+        }
+    }
+    inos.len()
 }
 
 fn base(dir: &Path) -> (Tag, Model) {
@@ -681,6 +713,11 @@ fn crash_safety_with_injected_faults() {
             let v = open_rw(&dir, held).unwrap_or_else(|e| panic!("round {round} fault {n}: {e}"));
             assert_eq!(snapshot(&v), expect, "round {round} fault {n}");
             v.verify().unwrap();
+            assert_eq!(
+                objects(&dir).len(),
+                needed_objects(&v),
+                "round {round} fault {n}: objects of unlinked-while-open files are reclaimed"
+            );
             if held == t_old {
                 outcomes.0 += 1
             } else {
@@ -1283,4 +1320,449 @@ fn fuse_fsync_fails_with_eio_when_the_tag_cannot_be_recorded() {
 
 fn libc_eio() -> i32 {
     5
+}
+
+// ----- POSIX semantics through FUSE, with programs nobody here wrote (issue 21) ------------------
+
+/// Python: open-unlinked files (`tempfile.TemporaryFile` and by hand), rename over an open file,
+/// hard links, extended attributes, ns times, renameat2, statfs, errnos, `shutil`.
+const POSIX_PY: &str = r#"import ctypes, errno, os, shutil, sys, tempfile
+
+m = sys.argv[1]
+def expect_errno(want, f, *a):
+    try:
+        f(*a)
+    except OSError as e:
+        assert e.errno == want, (f.__name__, a, errno.errorcode.get(e.errno), errno.errorcode[want])
+        return
+    raise AssertionError(f"{f.__name__}{a} succeeded, wanted {errno.errorcode[want]}")
+
+# 1. tempfile.TemporaryFile: created, unlinked at once, used through its descriptor.
+with tempfile.TemporaryFile(dir=m) as t:
+    blob = os.urandom(3 << 20)
+    t.write(blob)
+    t.flush()
+    assert os.fstat(t.fileno()).st_nlink == 0
+    assert os.fstat(t.fileno()).st_size == len(blob)
+    t.seek(0)
+    assert t.read() == blob
+    os.ftruncate(t.fileno(), 5000)
+    t.seek(0)
+    assert t.read() == blob[:5000]
+    assert os.listdir(m) == [], os.listdir(m)
+
+# 2. create, open, unlink, then write/read/fstat/ftruncate on the descriptor.
+p = os.path.join(m, "gone")
+fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
+os.write(fd, b"before")
+os.unlink(p)
+assert not os.path.exists(p)
+os.pwrite(fd, b" and after", 6)
+assert os.pread(fd, 100, 0) == b"before and after"
+st = os.fstat(fd)
+assert (st.st_nlink, st.st_size) == (0, 16), st
+os.ftruncate(fd, 6)
+assert os.pread(fd, 100, 0) == b"before"
+os.fsync(fd)
+os.close(fd)
+expect_errno(errno.ENOENT, os.stat, p)
+
+# 3. rename over an open file keeps it readable.
+with open(os.path.join(m, "db"), "wb") as f:
+    f.write(b"old content")
+old = open(os.path.join(m, "db"), "rb")
+with open(os.path.join(m, "db.tmp"), "wb") as f:
+    f.write(b"new content")
+os.rename(os.path.join(m, "db.tmp"), os.path.join(m, "db"))
+assert old.read() == b"old content"
+assert os.fstat(old.fileno()).st_nlink == 0
+old.close()
+assert open(os.path.join(m, "db"), "rb").read() == b"new content"
+
+# 4. hard links.
+os.mkdir(os.path.join(m, "d"))
+a, b = os.path.join(m, "hl-a"), os.path.join(m, "d", "hl-b")
+with open(a, "wb") as f:
+    f.write(b"linked")
+os.link(a, b)
+sa, sb = os.stat(a), os.stat(b)
+assert sa.st_ino == sb.st_ino and sa.st_nlink == 2 == sb.st_nlink, (sa, sb)
+with open(b, "r+b") as f:
+    f.write(b"LINK")
+assert open(a, "rb").read() == b"LINKed"
+expect_errno(errno.EEXIST, os.link, a, b)
+expect_errno(errno.EPERM, os.link, os.path.join(m, "d"), os.path.join(m, "d2"))
+os.link(a, os.path.join(m, "hl-c"))
+assert os.stat(b).st_nlink == 3
+os.unlink(os.path.join(m, "hl-c"))
+assert os.stat(a).st_nlink == 2
+assert os.stat(m).st_nlink == 3  # 2 + the subdirectory d
+
+# 5. extended attributes.
+os.setxattr(a, "user.mime", b"text/plain")
+os.setxattr(a, "user.bin", bytes(range(256)))
+assert os.getxattr(b, "user.mime") == b"text/plain"  # an attribute of the inode
+assert sorted(os.listxattr(a)) == ["user.bin", "user.mime"]
+expect_errno(errno.EEXIST, os.setxattr, a, "user.mime", b"x", os.XATTR_CREATE)
+expect_errno(errno.ENODATA, os.setxattr, a, "user.none", b"x", os.XATTR_REPLACE)
+expect_errno(errno.ENODATA, os.getxattr, a, "user.none")
+expect_errno(errno.EOPNOTSUPP, os.setxattr, a, "system.posix_acl_access", b"")
+expect_errno(errno.E2BIG, os.setxattr, a, "user.big", b"x" * 65537)
+os.removexattr(a, "user.bin")
+expect_errno(errno.ENODATA, os.removexattr, a, "user.bin")
+os.setxattr(os.path.join(m, "d"), "user.dir", b"1")
+
+# 6. nanosecond times, utimensat.
+os.utime(a, ns=(1_234_567_890_123_456_789, 1_500_000_000_987_654_321))
+st = os.stat(b)
+assert (st.st_atime_ns, st.st_mtime_ns) == (1_234_567_890_123_456_789, 1_500_000_000_987_654_321), st
+
+# 7. renameat2: RENAME_NOREPLACE, RENAME_EXCHANGE.
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+def renameat2(x, y, flags):
+    if libc.renameat2(AT_FDCWD, x.encode(), AT_FDCWD, y.encode(), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+x, y = os.path.join(m, "x"), os.path.join(m, "y")
+open(x, "w").write("X")
+open(y, "w").write("Y")
+expect_errno(errno.EEXIST, renameat2, x, y, 1)
+renameat2(x, y, 2)
+assert open(x).read() == "Y" and open(y).read() == "X"
+expect_errno(errno.ENOENT, renameat2, x, os.path.join(m, "none"), 2)
+renameat2(x, os.path.join(m, "z"), 1)
+
+# 8. statfs; special files; directories.
+sv = os.statvfs(m)
+assert sv.f_bsize > 0 and sv.f_namemax == 255 and sv.f_blocks > 0, sv
+expect_errno(errno.EPERM, os.mkfifo, os.path.join(m, "fifo"))
+expect_errno(errno.ENOTEMPTY, os.rmdir, os.path.join(m, "d"))
+expect_errno(errno.EISDIR, os.unlink, os.path.join(m, "d"))
+expect_errno(errno.ENOTDIR, os.listdir, a)
+
+# 9. shutil: copytree with copy2 (data, times, attributes), move, rmtree.
+shutil.copytree(os.path.join(m, "d"), os.path.join(m, "d-copy"))
+c = os.path.join(m, "d-copy", "hl-b")
+assert open(c, "rb").read() == b"LINKed"
+assert os.getxattr(c, "user.mime") == b"text/plain"
+assert os.stat(c).st_mtime_ns == 1_500_000_000_987_654_321
+assert os.stat(c).st_nlink == 1
+shutil.move(os.path.join(m, "d-copy"), os.path.join(m, "moved"))
+shutil.rmtree(os.path.join(m, "moved"))
+print("ok")
+"#;
+
+/// Python's sqlite3 in WAL, DELETE and TRUNCATE journal modes; phase 1 creates (with temp files
+/// from a spilled sort and a VACUUM, on the volume through `SQLITE_TMPDIR`), later phases check
+/// integrity after a remount and add a row.
+const SQLITE_PY: &str = r#"import os, sqlite3, sys
+
+m, phase = sys.argv[1], sys.argv[2]
+for mode in ("wal", "delete", "truncate"):
+    path = os.path.join(m, f"{mode}.db")
+    c = sqlite3.connect(path)
+    c.execute("pragma temp_store=file")
+    c.execute("pragma cache_size=20")
+    if phase == "1":
+        assert c.execute(f"pragma journal_mode={mode}").fetchone()[0] == mode
+        c.execute("create table t(k integer primary key, v text)")
+        with c:
+            c.executemany("insert into t(v) values (?)", ((f"row {i:05} " * 20,) for i in range(5000)))
+        # A sort larger than the cache spills to temporary files (opened, then unlinked).
+        rows = c.execute("select v from t order by v desc").fetchall()
+        assert len(rows) == 5000 and rows[0][0].startswith("row 04999")
+        with c:
+            c.execute("delete from t where k % 2 = 0")
+        c.execute("vacuum")
+        c.execute("create index tv on t(v)")
+    else:
+        # WAL is a property of the database file; the rollback journal modes are per connection.
+        q = "pragma journal_mode" if mode == "wal" else f"pragma journal_mode={mode}"
+        assert c.execute(q).fetchone()[0] == mode
+        assert c.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert c.execute("select count(*) from t").fetchone()[0] == 2500 + int(phase) - 2
+        with c:
+            c.execute("insert into t(v) values ('after remount')")
+    c.close()
+print("ok")
+"#;
+
+/// Writes a file unlinked while open, commits (fsync) with it open, makes a hard link without a
+/// commit, then waits to be killed with the mount.
+const CRASH_PY: &str = r#"import os, sys, time
+
+m = sys.argv[1]
+with open(os.path.join(m, "keep"), "wb") as f:
+    f.write(b"k" * 100000)
+    os.fsync(f.fileno())
+fd = os.open(os.path.join(m, "tmp"), os.O_CREAT | os.O_RDWR, 0o600)
+os.write(fd, os.urandom(2 << 20))
+os.unlink(os.path.join(m, "tmp"))
+os.write(fd, os.urandom(1 << 20))
+os.fsync(fd)  # a commit while the unlinked file is open
+os.link(os.path.join(m, "keep"), os.path.join(m, "keep-link"))
+print("ready", flush=True)
+time.sleep(60)
+"#;
+
+fn python(script: &str, args: &[&str]) -> Output {
+    Command::new("python3")
+        .env("SQLITE_TMPDIR", args[0])
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 (a Debian package the CI image has) runs")
+}
+
+/// A new volume at `dir` with its first state acknowledged.
+fn new_volume(dir: &Path) -> Tag {
+    let (mut v, t0) = veil_shield::create(dir, &key(), &id(), opts()).unwrap();
+    v.ack(t0).unwrap();
+    t0
+}
+
+/// Mount the volume at `dir` (state `tag`) on `mnt` in this process.
+fn lib_mount(dir: &Path, tag: Tag, mnt: &Path) -> veil_shield::fuse::Mounted {
+    fs::create_dir_all(mnt).unwrap();
+    veil_shield::fuse::mount(
+        open_rw(dir, tag).unwrap(),
+        mnt,
+        Box::new(veil_shield::fuse::TagFile::new(None)),
+        veil_shield::fuse::MountOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fuse_posix_semantics_for_python_programs() {
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("V1");
+    let t0 = new_volume(&dir);
+    let mnt = tmp.path().join("mnt");
+    let m = lib_mount(&dir, t0, &mnt);
+    let out = python(POSIX_PY, &[mnt.to_str().unwrap()]);
+    let t = m.unmount().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // Nothing of the temporary files is left, not even before a writer's open cleans up.
+    let v = open_ro(&dir, t).unwrap();
+    assert_eq!(objects(&dir).len(), needed_objects(&v), "{:?}", v.list());
+    v.verify().unwrap();
+    // What the program did is in the committed state.
+    let a = v.resolve("/hl-a").unwrap();
+    assert_eq!(v.resolve("/d/hl-b").unwrap(), a);
+    let attr = v.getattr(a).unwrap();
+    assert_eq!(attr.nlink, 2);
+    assert_eq!(
+        (attr.atime, attr.mtime),
+        (1_234_567_890_123_456_789, 1_500_000_000_987_654_321)
+    );
+    assert_eq!(v.read_file("/d/hl-b").unwrap(), b"LINKed");
+    assert_eq!(v.list_xattr(a).unwrap(), ["user.mime"]);
+    assert_eq!(v.get_xattr(a, "user.mime").unwrap(), b"text/plain");
+    assert_eq!(
+        v.get_xattr(v.resolve("/d").unwrap(), "user.dir").unwrap(),
+        b"1"
+    );
+    assert_eq!(v.read_file("/y").unwrap(), b"X");
+    assert_eq!(v.read_file("/z").unwrap(), b"Y");
+    assert_eq!(v.read_file("/db").unwrap(), b"new content");
+    let names: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
+    assert_eq!(
+        names,
+        ["/", "/d", "/d/hl-b", "/db", "/hl-a", "/y", "/z"],
+        "no temporary file, no copy left"
+    );
+}
+
+#[test]
+fn fuse_sqlite_wal_and_journal_modes_across_remounts() {
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("V1");
+    let mut t = new_volume(&dir);
+    let mnt = tmp.path().join("mnt");
+    for phase in ["1", "2", "3"] {
+        let m = lib_mount(&dir, t, &mnt);
+        let out = python(SQLITE_PY, &[mnt.to_str().unwrap(), phase]);
+        t = m.unmount().unwrap();
+        assert!(out.status.success(), "phase {phase}: {}", text(&out));
+        let v = open_ro(&dir, t).unwrap();
+        assert_eq!(objects(&dir).len(), needed_objects(&v), "phase {phase}");
+        v.verify().unwrap();
+    }
+    let v = open_ro(&dir, t).unwrap();
+    let names: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
+    for db in ["/wal.db", "/delete.db", "/truncate.db"] {
+        assert!(names.iter().any(|n| n == db), "{names:?}");
+    }
+}
+
+#[test]
+fn fuse_git_commit_gc_fsck_across_a_remount() {
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("V1");
+    let t0 = new_volume(&dir);
+    let mnt = tmp.path().join("mnt");
+    let git = |args: &str, cwd: &Path| {
+        let home = tmp.path().display();
+        sh(
+            &format!(
+                "HOME={home} GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t \
+                 GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t {args}"
+            ),
+            cwd,
+        )
+    };
+    let m = lib_mount(&dir, t0, &mnt);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shield/src");
+    git(
+        &format!(
+            "git init -q repo && cd repo && cp -r {} src && git add . && git commit -qm one \
+             && echo '// two' >> src/lib.rs && git commit -qam two && git gc -q \
+             && git fsck --strict --no-progress && git repack -adq && git fsck --no-progress",
+            src.display()
+        ),
+        &mnt,
+    );
+    let t = m.unmount().unwrap();
+    let m = lib_mount(&dir, t, &mnt);
+    let repo = mnt.join("repo");
+    git("git fsck --full --strict --no-progress", &repo);
+    git(
+        "test \"$(git rev-list --count HEAD)\" = 2 && test -z \"$(git status --porcelain)\"",
+        &repo,
+    );
+    git(
+        "echo three > f && git add f && git commit -qm three && git gc -q --prune=now && git fsck --no-progress",
+        &repo,
+    );
+    let t = m.unmount().unwrap();
+    let v = open_ro(&dir, t).unwrap();
+    assert_eq!(objects(&dir).len(), needed_objects(&v));
+    v.verify().unwrap();
+}
+
+#[test]
+fn fuse_kill_9_with_a_file_unlinked_while_open_and_an_uncommitted_link() {
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let bk = home.join("V1");
+    let out = cli(home, &["volume", "create", bk.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let k = kv(&out, "key");
+    let t0 = kv(&out, "tag");
+    let mnt = home.join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let tag_out = home.join("tag-out");
+    let child = veil(home)
+        .args([
+            "volume",
+            "mount",
+            bk.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+            "--key",
+            &k,
+            "--tag",
+            &t0,
+            "--tag-out",
+            tag_out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut mp = MountProc {
+        child: Some(child),
+        mnt: mnt.clone(),
+    };
+    let start = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "mount did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(CRASH_PY)
+        .arg(&mnt)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(py.stdout.take().unwrap());
+        r.read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim(), "ready");
+    // kill -9 of the mount process while the unlinked file is open and the link is uncommitted.
+    let mut child = mp.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    py.kill().unwrap();
+    py.wait().unwrap();
+    drop(mp);
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&mnt)
+        .status();
+    let held: Tag = fs::read_to_string(&tag_out)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let vk = VolumeKey::from_hex(&k).unwrap();
+    let open = |access| {
+        veil_shield::open(
+            &bk,
+            &vk,
+            &VolumeId::default(),
+            Expect::Tag(held),
+            access,
+            Options::named("V1"),
+        )
+        .unwrap()
+    };
+    let v = open(Access::ReadOnly);
+    let keep = v.resolve("/keep").unwrap();
+    assert_eq!(v.read_file("/keep").unwrap(), vec![b'k'; 100_000]);
+    assert!(v.resolve("/tmp").is_err());
+    // The link is in the state the caller holds exactly when that state's commit came after it.
+    let linked = v.resolve("/keep-link").ok();
+    assert_eq!(
+        v.getattr(keep).unwrap().nlink,
+        if linked.is_some() { 2 } else { 1 }
+    );
+    if let Some(l) = linked {
+        assert_eq!(l, keep);
+    }
+    assert!(
+        objects(&bk).len() > needed_objects(&v),
+        "the unlinked file's 3 MiB were on disk when the mount died"
+    );
+    drop(v);
+    let v = open(Access::ReadWrite);
+    assert_eq!(
+        objects(&bk).len(),
+        needed_objects(&v),
+        "reclaimed at the next open"
+    );
+    assert_eq!(v.tag(), Some(held));
+    v.verify().unwrap();
 }

@@ -1412,10 +1412,15 @@ os.removexattr(a, "user.bin")
 expect_errno(errno.ENODATA, os.removexattr, a, "user.bin")
 os.setxattr(os.path.join(m, "d"), "user.dir", b"1")
 
-# 6. nanosecond times, utimensat.
+# 6. nanosecond times, utimensat; chown as root; long names.
 os.utime(a, ns=(1_234_567_890_123_456_789, 1_500_000_000_987_654_321))
 st = os.stat(b)
 assert (st.st_atime_ns, st.st_mtime_ns) == (1_234_567_890_123_456_789, 1_500_000_000_987_654_321), st
+
+os.chown(b, 1234, 5678)
+st = os.stat(a)
+assert (st.st_uid, st.st_gid) == (1234, 5678), st
+expect_errno(errno.ENAMETOOLONG, open, os.path.join(m, "n" * 256), "w")
 
 # 7. renameat2: RENAME_NOREPLACE, RENAME_EXCHANGE.
 libc = ctypes.CDLL(None, use_errno=True)
@@ -1562,6 +1567,7 @@ fn fuse_posix_semantics_for_python_programs() {
         (attr.atime, attr.mtime),
         (1_234_567_890_123_456_789, 1_500_000_000_987_654_321)
     );
+    assert_eq!((attr.uid, attr.gid), (Some(1234), Some(5678)));
     assert_eq!(v.read_file("/d/hl-b").unwrap(), b"LINKed");
     assert_eq!(v.list_xattr(a).unwrap(), ["user.mime"]);
     assert_eq!(v.get_xattr(a, "user.mime").unwrap(), b"text/plain");

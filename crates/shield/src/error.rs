@@ -149,6 +149,12 @@ pub enum Error {
         /// The name (lossy).
         name: String,
     },
+    /// A name longer than 255 bytes.
+    #[error("file name {name:?}… is longer than 255 bytes")]
+    NameTooLong {
+        /// The name's first 64 characters.
+        name: String,
+    },
     /// A write on a read-only volume.
     #[error("volume {volume} is open read-only")]
     ReadOnly {
@@ -242,6 +248,7 @@ impl Error {
             Error::IsDir { .. } => libc::EISDIR,
             Error::DirNotEmpty { .. } => libc::ENOTEMPTY,
             Error::InvalidName { .. } => libc::EINVAL,
+            Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::ReadOnly { .. } => libc::EROFS,
             Error::Loop { .. } => libc::EINVAL,
             Error::Unsupported { .. } => libc::EPERM,

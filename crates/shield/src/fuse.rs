@@ -171,8 +171,8 @@ impl Fs {
             kind,
             perm: (a.mode & 0o7777) as u16,
             nlink: a.nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid: a.uid.unwrap_or(self.uid),
+            gid: a.gid.unwrap_or(self.gid),
             rdev: 0,
             blksize: 4096,
             flags: 0,
@@ -226,8 +226,8 @@ impl fuser::Filesystem for Fs {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -241,6 +241,10 @@ impl fuser::Filesystem for Fs {
     ) {
         let mut v = self.vol();
         let r = (|| {
+            if uid.is_some() || gid.is_some() {
+                // The kernel checked the caller (default_permissions: CAP_CHOWN or own group).
+                v.set_owner(ino.0, uid, gid)?;
+            }
             if let Some(m) = mode {
                 v.set_mode(ino.0, m)?;
             }
@@ -478,7 +482,8 @@ impl fuser::Filesystem for Fs {
     ) {
         match self.shared.commit() {
             Ok(_) => reply.ok(),
-            Err(_) => reply.error(Errno::EIO),
+            // ENOSPC for a full disk, EIO for everything else (the previous state is kept).
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
         }
     }
 
@@ -492,7 +497,8 @@ impl fuser::Filesystem for Fs {
     ) {
         match self.shared.commit() {
             Ok(_) => reply.ok(),
-            Err(_) => reply.error(Errno::EIO),
+            // ENOSPC for a full disk, EIO for everything else (the previous state is kept).
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
         }
     }
 

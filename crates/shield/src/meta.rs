@@ -59,6 +59,12 @@ pub struct Entry {
     /// Access time, ns since the epoch, when it differs from `t` (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub a: Option<i64>,
+    /// Owner uid set with `chown` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group gid set with `chown` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     /// Extended attributes: name → value in hex (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xa: Option<std::collections::BTreeMap<String, String>>,

@@ -57,6 +57,8 @@ impl Volume {
                 t: n.mtime,
                 c: n.ctime,
                 a: n.atime,
+                uid: n.uid,
+                gid: n.gid,
                 ..Entry::default()
             };
             if !n.xattrs.is_empty() {
@@ -67,7 +69,7 @@ impl Volume {
                         .collect(),
                 );
             }
-            v2 |= e.a.is_some() || e.xa.is_some();
+            v2 |= e.a.is_some() || e.xa.is_some() || e.uid.is_some() || e.gid.is_some();
             match &n.kind {
                 NodeKind::Dir(ch) => {
                     e.k = "d".into();

@@ -75,6 +75,10 @@ pub struct Attr {
     pub nlink: u32,
     /// Access time (ns since the epoch): as set by [`Volume::set_times`], else `mtime`.
     pub atime: i64,
+    /// Owner set with [`Volume::set_owner`] (`None`: whoever serves the volume).
+    pub uid: Option<u32>,
+    /// Group set with [`Volume::set_owner`] (`None`: whoever serves the volume).
+    pub gid: Option<u32>,
 }
 
 /// How [`Volume::rename_with`] treats an existing destination (`renameat2` flags).
@@ -160,6 +164,9 @@ struct Node {
     atime: Option<i64>,
     /// Extended attributes (name → value).
     xattrs: BTreeMap<String, Vec<u8>>,
+    /// Owner and group when set with `chown`; otherwise whoever serves the volume.
+    uid: Option<u32>,
+    gid: Option<u32>,
     kind: NodeKind,
 }
 
@@ -174,6 +181,8 @@ impl Node {
             ctime: time,
             atime: None,
             xattrs: BTreeMap::new(),
+            uid: None,
+            gid: None,
             kind,
         }
     }

@@ -296,11 +296,13 @@ pub(super) fn build_tree(
                 .ok_or_else(|| bad(vol, format!("{}: parent missing", e.p)))?;
             (parent, name.to_string())
         };
-        if !v2 && (e.k == "h" || e.a.is_some() || e.xa.is_some()) {
+        if !v2
+            && (e.k == "h" || e.a.is_some() || e.xa.is_some() || e.uid.is_some() || e.gid.is_some())
+        {
             return Err(bad(
                 vol,
                 format!(
-                    "{}: hard links, access times and extended attributes need version 2",
+                    "{}: hard links, access times, owners and extended attributes need version 2",
                     e.p
                 ),
             ));
@@ -395,6 +397,8 @@ pub(super) fn build_tree(
         node.ctime = e.c;
         node.atime = e.a.filter(|a| *a != e.t);
         node.xattrs = xattrs;
+        node.uid = e.uid;
+        node.gid = e.gid;
         nodes.insert(ino, node);
         by_path.insert(e.p, ino);
     }
@@ -447,6 +451,8 @@ mod tests {
             to: None,
             a: None,
             xa: None,
+            uid: None,
+            gid: None,
         }
     }
 
@@ -766,7 +772,7 @@ mod tests {
         // Version 1 documents cannot use any of it.
         assert_eq!(
             tree_err(vec![root(), file("/f"), h("/g", "/f")]),
-            "/g: hard links, access times and extended attributes need version 2"
+            "/g: hard links, access times, owners and extended attributes need version 2"
         );
     }
 

@@ -11,15 +11,14 @@ use crate::{Error, Protection};
 
 /// Check a single path component.
 pub(crate) fn check_name(name: &str) -> Result<(), Error> {
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.contains('\0')
-        || name.len() > 255
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Error::InvalidName {
             name: name.to_string(),
+        });
+    }
+    if name.len() > 255 {
+        return Err(Error::NameTooLong {
+            name: name.chars().take(64).collect(),
         });
     }
     Ok(())
@@ -157,6 +156,8 @@ impl Volume {
             ctime: n.ctime,
             nlink,
             atime: n.atime.unwrap_or(n.mtime),
+            uid: n.uid,
+            gid: n.gid,
         })
     }
 
@@ -166,6 +167,22 @@ impl Volume {
         let now = self.now();
         let n = self.node_mut(ino)?;
         n.mode = mode & 0o7777;
+        n.ctime = now;
+        self.meta_dirty = true;
+        Ok(())
+    }
+
+    /// Change owner and/or group (`chown`; the caller checks who may).
+    pub fn set_owner(&mut self, ino: Ino, uid: Option<u32>, gid: Option<u32>) -> Result<(), Error> {
+        self.writable()?;
+        let now = self.now();
+        let n = self.node_mut(ino)?;
+        if uid.is_some() {
+            n.uid = uid;
+        }
+        if gid.is_some() {
+            n.gid = gid;
+        }
         n.ctime = now;
         self.meta_dirty = true;
         Ok(())
@@ -715,12 +732,14 @@ mod tests {
 
     #[test]
     fn names_are_single_storable_components() {
-        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"x".repeat(256)] {
+        for bad in ["", ".", "..", "a/b", "/", "a\0b"] {
             assert!(
                 matches!(check_name(bad), Err(Error::InvalidName { .. })),
                 "{bad:?} accepted"
             );
         }
+        let long = check_name(&"x".repeat(256)).unwrap_err();
+        assert_eq!(long.errno(), libc::ENAMETOOLONG, "{long}");
         for good in ["a", "...", ".hidden", "ü n i", &"x".repeat(255)] {
             assert!(check_name(good).is_ok(), "{good:?} refused");
         }
@@ -1121,11 +1140,15 @@ mod tests {
         v.set_times(g, None, Some(5)).unwrap();
         let ga = v.getattr(g).unwrap();
         assert!(ga.atime > 5, "the access time stays where it was");
+        assert_eq!((ga.uid, ga.gid), (None, None));
+        v.set_owner(g, Some(1234), None).unwrap();
+        v.set_owner(g, None, Some(99)).unwrap();
         let t = commit_ack(&mut v);
         drop(v);
         let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
         let a = v.getattr(v.resolve("/f").unwrap()).unwrap();
         assert_eq!((a.atime, a.mtime), (1_000_000_001, 3));
-        assert_eq!(v.getattr(v.resolve("/g").unwrap()).unwrap().atime, ga.atime);
+        let g = v.getattr(v.resolve("/g").unwrap()).unwrap();
+        assert_eq!((g.atime, g.uid, g.gid), (ga.atime, Some(1234), Some(99)));
     }
 }

@@ -5,6 +5,8 @@
 //! dynamic program loads), plus the shield (the code region opens at the session's key and
 //! tag) and `veil measure` (the launcher's own measurement of a static program).
 //!
+//! Registries: Debian's `docker-registry` on 127.0.0.1, images pushed and read back with skopeo.
+//!
 //! Not covered here yet: running the converted image (podman, or the launcher against a CAS);
 //! the launcher reads `/etc/veil/program` and `/fspf/fs.fspf` at absolute paths, so that needs
 //! a container.
@@ -702,8 +704,20 @@ fn bad_input_is_one_line_naming_it_and_leaves_nothing() {
             "--from busybox:latest: unknown transport",
         ),
         (
-            vec![&from, "--to=docker://127.0.0.1:5000/x:v1"],
-            "registries are not supported",
+            vec![
+                &from,
+                "--to=docker://127.0.0.1:1/x:v1",
+                "--dest-tls-verify=false",
+            ],
+            "--to docker://127.0.0.1:1/x:v1: ",
+        ),
+        (
+            vec![
+                "--from=docker://127.0.0.1:1/x:v1",
+                &to,
+                "--src-tls-verify=false",
+            ],
+            "--from docker://127.0.0.1:1/x:v1: ",
         ),
         (
             vec![&from, &to, "--volume=V1"],
@@ -801,4 +815,132 @@ fn the_session_is_uploaded_and_a_new_version_updates_it() {
         second.contains(v1.json["session_hash"].as_str().unwrap()),
         "the new version names the first as its predecessor:\n{second}"
     );
+}
+
+/// Debian's `docker-registry` serving plain HTTP on a free 127.0.0.1 port.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let conf = dir.path().join("config.yml");
+        fs::write(
+            &conf,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(tool("docker-registry"))
+            .arg("serve")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not start on {addr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn registry_to_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start();
+    let src = counter_image(t);
+    let from = format!("docker://{}/counter:v1", reg.addr);
+    let to = format!("docker://{}/counter-veil:v1", reg.addr);
+    run(Command::new(tool("skopeo")).args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.display()),
+        &from,
+    ]));
+    let out = sconify(
+        t,
+        &[
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--src-tls-verify=false",
+            "--dest-tls-verify",
+            "false",
+            "--dir=/code",
+            "--namespace=ns",
+            "--name=counter",
+        ],
+    )
+    .unwrap();
+    let inspect: Value = serde_json::from_str(&run(Command::new(tool("skopeo")).args([
+        "inspect",
+        "--tls-verify=false",
+        &to,
+    ])))
+    .unwrap();
+    assert_eq!(
+        inspect["Digest"], out.json["digest"],
+        "the registry holds the manifest we computed"
+    );
+    let back = t.join("back");
+    run(Command::new(tool("skopeo")).args([
+        "copy",
+        "--src-tls-verify=false",
+        &to,
+        &format!("oci:{}:v1", back.display()),
+    ]));
+    let root = unpack(t, &format!("{}:v1", back.display()), "bundle");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/veil/program")).unwrap(),
+        "/bin/busybox\n"
+    );
+    assert_eq!(fs::read_dir(root.join("code")).unwrap().count(), 0);
+    assert!(root.join("fspf/fs.fspf").read_dir().unwrap().count() > 0);
+    // The layer no --dir touches keeps its digest through pull, conversion and push (skopeo
+    // compressed it on the way into the registry, so compare with the registry's source).
+    let src_raw: Value = serde_json::from_str(&run(Command::new(tool("skopeo")).args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &from,
+    ])))
+    .unwrap();
+    let raw: Value = serde_json::from_str(&run(Command::new(tool("skopeo")).args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &to,
+    ])))
+    .unwrap();
+    assert_eq!(raw["layers"][2]["digest"], src_raw["layers"][2]["digest"]);
 }

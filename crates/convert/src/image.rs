@@ -179,26 +179,34 @@ fn oci_layer_type(m: &MediaType, gz: bool) -> Result<MediaType, ConvertError> {
     }
 }
 
+impl SourceImage {
+    /// Keep `dir` alive as long as the image.
+    pub fn hold(&mut self, dir: tempfile::TempDir) {
+        self._hold = Some(dir);
+    }
+}
+
 /// Read the image `r` names, for `platform` (`os/arch`).
-pub fn read(r: &ImageRef, platform: &str) -> Result<SourceImage, ConvertError> {
+pub fn read(
+    r: &ImageRef,
+    platform: &str,
+    tls: crate::registry::Tls,
+) -> Result<SourceImage, ConvertError> {
     match r {
         ImageRef::Oci { dir, tag } => read_oci(dir, tag.as_deref(), platform),
         ImageRef::DockerArchive { file, reference } => {
             read_docker_archive(file, reference.as_deref(), platform)
         }
-        ImageRef::Registry { reference } => Err(registry_unsupported("--from", reference)),
+        ImageRef::Registry { reference } => crate::registry::pull(reference, tls, platform),
     }
 }
 
-fn registry_unsupported(flag: &'static str, reference: &str) -> ConvertError {
-    ConvertError::Reference {
-        flag,
-        value: format!("docker://{reference}"),
-        why: "registries are not supported by this version of veil sconify-image; copy the image with `skopeo copy` to or from oci:DIR:TAG".into(),
-    }
-}
-
-fn read_oci(dir: &Path, tag: Option<&str>, platform: &str) -> Result<SourceImage, ConvertError> {
+/// Read an OCI layout.
+pub fn read_oci(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &str,
+) -> Result<SourceImage, ConvertError> {
     let index_path = dir.join("index.json");
     let index = ImageIndex::from_file(&index_path)
         .map_err(|e| ConvertError::Image(format!("{}: {e}", index_path.display())))?;
@@ -437,13 +445,17 @@ fn manifest_descriptor(img: &OutImage, tag: Option<&str>) -> Result<Descriptor, 
 
 /// Write `img` to `dst`. Nothing is left at `dst` when this fails, except blobs added to an
 /// existing layout (which no index names).
-pub fn write(dst: &ImageRef, img: &OutImage) -> Result<(), ConvertError> {
+pub fn write(
+    dst: &ImageRef,
+    img: &OutImage,
+    tls: crate::registry::Tls,
+) -> Result<(), ConvertError> {
     match dst {
         ImageRef::Oci { dir, tag } => write_oci(dir, tag.as_deref(), img),
         ImageRef::DockerArchive { file, reference } => {
             write_docker_archive(file, reference.as_deref(), img)
         }
-        ImageRef::Registry { reference } => Err(registry_unsupported("--to", reference)),
+        ImageRef::Registry { reference } => crate::registry::push(reference, tls, img),
     }
 }
 

@@ -24,6 +24,7 @@ mod image;
 mod keys;
 mod layers;
 mod reference;
+mod registry;
 mod rootfs;
 pub mod session;
 
@@ -40,6 +41,7 @@ pub use error::ConvertError;
 pub use image::{REF_NAME, canonical_json};
 pub use keys::Keys;
 pub use reference::ImageRef;
+pub use registry::Tls;
 
 use crate::error::io;
 use crate::rootfs::{RootFs, host, is_at_or_under, is_under, resolve};
@@ -67,6 +69,10 @@ pub struct Options {
     pub to: ImageRef,
     /// `--platform` (`os/arch`).
     pub platform: String,
+    /// `--src-tls-verify`.
+    pub src_tls: Tls,
+    /// `--dest-tls-verify`.
+    pub dest_tls: Tls,
     /// The static launcher to put into the image.
     pub launcher: PathBuf,
     /// `--binary`.
@@ -164,7 +170,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
             return Err(flag("--dir", d, "must be an absolute path other than /"));
         }
     }
-    let src = image::read(&opts.from, &opts.platform)?;
+    let src = image::read(&opts.from, &opts.platform, opts.src_tls)?;
     let work = tempfile::tempdir().map_err(io(std::env::temp_dir()))?;
     let mut root = RootFs::new(work.path().join("rootfs")).map_err(io(work.path()))?;
     let mut seen: Vec<Vec<String>> = Vec::new();
@@ -503,7 +509,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
         diff_ids,
     };
     if !opts.dry_run {
-        image::write(&opts.to, &out)?;
+        image::write(&opts.to, &out, opts.dest_tls)?;
     }
     Ok(Outcome {
         digest: manifest_digest,

@@ -11,8 +11,9 @@
 //!   image trusts and `--session FILE` receives the session (upload it later with
 //!   `veil session create`).
 //!
-//! Registries (`docker://`) and the Helm chart are not available yet; `docker://` is refused by
-//! name.
+//! Images: `oci:DIR[:TAG]`, `docker-archive:FILE`, `docker://HOST[:PORT]/REPO:TAG`
+//! (`--src-tls-verify=false` / `--dest-tls-verify=false` for a plain-HTTP registry). The Helm
+//! chart is not available yet.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,15 +28,22 @@ use crate::cmd::run::LauncherArg;
 /// Arguments of `veil sconify-image`.
 #[derive(clap::Args)]
 pub struct SconifyArgs {
-    /// The native image: oci:DIR[:TAG] or docker-archive:FILE.
+    /// The native image: oci:DIR[:TAG], docker-archive:FILE or docker://HOST[:PORT]/REPO:TAG.
     #[arg(long, value_name = "IMAGE")]
     from: String,
-    /// The confidential image to write: oci:DIR[:TAG] or docker-archive:FILE[:REF].
+    /// The confidential image to write: oci:DIR[:TAG], docker-archive:FILE[:REF] or
+    /// docker://HOST[:PORT]/REPO:TAG.
     #[arg(long, value_name = "IMAGE")]
     to: String,
     /// The platform to pick from an image index.
     #[arg(long, default_value = "linux/amd64")]
     platform: String,
+    /// Verify the source registry's TLS certificate (false: plain HTTP, e.g. a local registry).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    src_tls_verify: bool,
+    /// Verify the destination registry's TLS certificate (false: plain HTTP).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    dest_tls_verify: bool,
     /// The measured program [default: the command's first word on the image's PATH].
     #[arg(long, value_name = "PATH")]
     binary: Option<String>,
@@ -201,6 +209,12 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         from,
         to,
         platform: a.platform.clone(),
+        src_tls: veil_convert::Tls {
+            verify: a.src_tls_verify,
+        },
+        dest_tls: veil_convert::Tls {
+            verify: a.dest_tls_verify,
+        },
         launcher: a.launcher.path()?,
         binary: a.binary.clone(),
         command: a.command.clone(),

@@ -58,8 +58,15 @@ pub fn dropped(path: &str, dirs: &[String]) -> bool {
 }
 
 /// Copy the uncompressed layer `src` to a new gzip blob at `out`, without the entries under
-/// `dirs` (whiteouts and opaque markers inside them included).
-pub fn rewrite<R: Read>(src: R, dirs: &[String], out: &Path) -> Result<Written, String> {
+/// `dirs` (whiteouts and opaque markers inside them included). A kept hard link whose target is
+/// dropped becomes a regular file with the link's content, taken from the applied image `root`
+/// (empty when a later layer removed the file: that layer hides it anyway).
+pub fn rewrite<R: Read>(
+    src: R,
+    dirs: &[String],
+    root: &Path,
+    out: &Path,
+) -> Result<Written, String> {
     let mut b = start(out).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(src);
     for entry in archive.entries().map_err(|e| e.to_string())? {
@@ -80,7 +87,19 @@ pub fn rewrite<R: Read>(src: R, dirs: &[String], out: &Path) -> Result<Written, 
                     .map_err(err)?
                     .ok_or_else(|| format!("{path}: link without a target"))?
                     .into_owned();
-                b.append_link(&mut h, &raw, &target).map_err(err)?;
+                if kind == tar::EntryType::Link && dropped(&normalize(&target)?, dirs) {
+                    let real = crate::rootfs::resolve(root, &path, false)?;
+                    let hp = crate::rootfs::host(root, &real);
+                    let data = match std::fs::symlink_metadata(&hp) {
+                        Ok(m) if m.is_file() => std::fs::read(&hp).map_err(err)?,
+                        _ => Vec::new(),
+                    };
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, &raw, &data[..]).map_err(err)?;
+                } else {
+                    b.append_link(&mut h, &raw, &target).map_err(err)?;
+                }
             }
             _ => {
                 b.append_data(&mut h, &raw, &mut entry).map_err(err)?;
@@ -354,17 +373,44 @@ mod tests {
             .link(tar::EntryType::Symlink, "code-link", "code/a.py")
             .link(tar::EntryType::Link, "hard", "codex")
             .file(".wh.code2", b"")
+            .link(tar::EntryType::Link, "into-code", "code/a.py")
             .done();
         let out = d.path().join("out.tar.gz");
-        let w = rewrite(&layer[..], &["/code".into()], &out).unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("into-code"), b"a").unwrap();
+        let w = rewrite(&layer[..], &["/code".into()], &root, &out).unwrap();
         assert_eq!(
             entries(&out),
-            vec!["/code", "/codex", "/code-link", "/hard", "/.wh.code2"]
+            vec![
+                "/code",
+                "/codex",
+                "/code-link",
+                "/hard",
+                "/.wh.code2",
+                "/into-code"
+            ]
         );
+        // The hard link into /code became a regular file with the content; the other stays a link.
+        let f = fs::File::open(&out).unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().into_owned();
+            if p == Path::new("into-code") {
+                assert_eq!(e.header().entry_type(), tar::EntryType::Regular);
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                assert_eq!(s, "a");
+            }
+            if p == Path::new("hard") {
+                assert_eq!(e.header().entry_type(), tar::EntryType::Link);
+            }
+        }
         assert!(w.blob.digest.starts_with("sha256:"));
         // Same input, same output.
         let out2 = d.path().join("out2.tar.gz");
-        let w2 = rewrite(&layer[..], &["/code".into()], &out2).unwrap();
+        let w2 = rewrite(&layer[..], &["/code".into()], &root, &out2).unwrap();
         assert_eq!(w.blob.digest, w2.blob.digest);
         assert_eq!(w.diff_id, w2.diff_id);
     }

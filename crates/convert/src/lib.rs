@@ -374,7 +374,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
             digest: blob.digest.clone(),
             why,
         };
-        let w = layers::rewrite(reader, &dirs, &out).map_err(layer_err)?;
+        let w = layers::rewrite(reader, &dirs, &r, &out).map_err(layer_err)?;
         check.finish(blob).map_err(layer_err)?;
         out_layers.push(w.blob);
         diff_ids.push(w.diff_id);

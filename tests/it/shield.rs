@@ -1422,6 +1422,15 @@ st = os.stat(a)
 assert (st.st_uid, st.st_gid) == (1234, 5678), st
 expect_errno(errno.ENAMETOOLONG, open, os.path.join(m, "n" * 256), "w")
 
+raw = os.fsencode(m) + b"/caf\xe9-\xff"
+with open(raw, "wb") as f:
+    f.write(b"latin-1 name")
+assert b"caf\xe9-\xff" in os.listdir(os.fsencode(m))
+os.rename(raw, raw + b"\xfe")
+os.symlink(b"caf\xe9-\xff\xfe", os.fsencode(m) + b"/raw-link")
+assert os.readlink(os.fsencode(m) + b"/raw-link") == b"caf\xe9-\xff\xfe"
+assert open(os.fsencode(m) + b"/raw-link", "rb").read() == b"latin-1 name"
+
 # 7. renameat2: RENAME_NOREPLACE, RENAME_EXCHANGE.
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -1578,10 +1587,22 @@ fn fuse_posix_semantics_for_python_programs() {
     assert_eq!(v.read_file("/y").unwrap(), b"X");
     assert_eq!(v.read_file("/z").unwrap(), b"Y");
     assert_eq!(v.read_file("/db").unwrap(), b"new content");
+    let raw = veil_shield::name_from_bytes(b"caf\xe9-\xff\xfe");
+    assert_eq!(v.read_file(&format!("/{raw}")).unwrap(), b"latin-1 name");
     let names: Vec<String> = v.list().into_iter().map(|e| e.path).collect();
     assert_eq!(
         names,
-        ["/", "/d", "/d/hl-b", "/db", "/hl-a", "/y", "/z"],
+        [
+            "/",
+            "/caf\0e9-\0ff\0fe",
+            "/d",
+            "/d/hl-b",
+            "/db",
+            "/hl-a",
+            "/raw-link",
+            "/y",
+            "/z"
+        ],
         "no temporary file, no copy left"
     );
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -145,8 +146,10 @@ fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn name_of(n: &OsStr) -> Result<&str, Errno> {
-    n.to_str().ok_or(Errno::EINVAL)
+/// The stored form of a name the kernel passes (any bytes but `/` and NUL; see
+/// [`crate::name_from_bytes`]).
+fn name_of(n: &OsStr) -> String {
+    crate::name_from_bytes(n.as_bytes())
 }
 
 impl Fs {
@@ -199,9 +202,8 @@ impl fuser::Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let v = self.vol();
         let r = v.lookup(parent.0, name).and_then(|i| v.getattr(i));
         drop(v);
@@ -272,7 +274,10 @@ impl fuser::Filesystem for Fs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vol().readlink(ino.0) {
-            Ok(t) => reply.data(t.as_bytes()),
+            Ok(t) => match crate::name_to_bytes(&t) {
+                Some(b) => reply.data(&b),
+                None => reply.error(Errno::EIO),
+            },
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -286,9 +291,8 @@ impl fuser::Filesystem for Fs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let mut v = self.vol();
         let r = v
             .mkdir(parent.0, name, mode & !umask)
@@ -299,9 +303,8 @@ impl fuser::Filesystem for Fs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let r = self.vol().unlink(parent.0, name);
         self.shared.schedule(self.group_delay);
         match r {
@@ -311,9 +314,8 @@ impl fuser::Filesystem for Fs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::ENOENT);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let r = self.vol().rmdir(parent.0, name);
         self.shared.schedule(self.group_delay);
         match r {
@@ -330,9 +332,10 @@ impl fuser::Filesystem for Fs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let (Ok(name), Some(t)) = (name_of(link_name), target.to_str()) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let name = name_of(link_name);
+        let name = name.as_str();
+        let t = crate::name_from_bytes(target.as_os_str().as_bytes());
+        let t = t.as_str();
         let mut v = self.vol();
         let r = v.symlink(parent.0, name, t).and_then(|i| v.getattr(i));
         drop(v);
@@ -360,12 +363,10 @@ impl fuser::Filesystem for Fs {
             // RENAME_WHITEOUT (overlay upper layers) or a combination: not supported.
             return reply.error(Errno::EINVAL);
         };
-        let Ok(a) = name_of(name) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let Ok(b) = name_of(newname) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let a = name_of(name);
+        let a = a.as_str();
+        let b = name_of(newname);
+        let b = b.as_str();
         let r = self.vol().rename_with(parent.0, a, newparent.0, b, mode);
         self.shared.schedule(self.group_delay);
         match r {
@@ -539,7 +540,8 @@ impl fuser::Filesystem for Fs {
             all.push((i, t, n));
         }
         for (idx, (i, t, n)) in all.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(i), idx as u64 + 1, t, n) {
+            let n = crate::name_to_bytes(&n).unwrap_or_else(|| n.into_bytes());
+            if reply.add(INodeNo(i), idx as u64 + 1, t, OsStr::from_bytes(&n)) {
                 break;
             }
         }
@@ -580,9 +582,8 @@ impl fuser::Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let mut v = self.vol();
         let r = v.create_file(parent.0, name, mode & !umask).and_then(|i| {
             v.open_handle(i)?;
@@ -613,9 +614,8 @@ impl fuser::Filesystem for Fs {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         match self.vol().get_xattr(ino.0, name) {
             Ok(val) if size == 0 => reply.size(val.len() as u32),
             Ok(val) if val.len() <= size as usize => reply.data(&val),
@@ -656,9 +656,8 @@ impl fuser::Filesystem for Fs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let flags = match flags {
             0 => XattrFlags::Any,
             libc::XATTR_CREATE => XattrFlags::Create,
@@ -674,9 +673,8 @@ impl fuser::Filesystem for Fs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let r = self.vol().remove_xattr(ino.0, name);
         self.shared.schedule(self.group_delay);
         match r {
@@ -693,9 +691,8 @@ impl fuser::Filesystem for Fs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let Ok(name) = name_of(newname) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let name = name_of(newname);
+        let name = name.as_str();
         let mut v = self.vol();
         let r = v.link(ino.0, newparent.0, name).and_then(|i| v.getattr(i));
         drop(v);
@@ -718,9 +715,8 @@ impl fuser::Filesystem for Fs {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return reply.error(Errno::EPERM);
         }
-        let Ok(name) = name_of(name) else {
-            return reply.error(Errno::EINVAL);
-        };
+        let name = name_of(name);
+        let name = name.as_str();
         let mut v = self.vol();
         let r = v
             .create_file(parent.0, name, mode & !umask)

@@ -18,12 +18,14 @@ mod crypto;
 mod error;
 pub mod fuse;
 mod meta;
+mod names;
 mod staged;
 mod store;
 mod volume;
 
 pub use crypto::{CHUNK, Protection, RECORD, VolumeKey};
 pub use error::Error;
+pub use names::{name_from_bytes, name_to_bytes};
 pub use staged::build_deterministic;
 /// Test-only fault injection for crash-safety tests (feature `fault-injection`, off by default).
 #[cfg(feature = "fault-injection")]

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -74,7 +75,7 @@ impl Volume {
             let target = if rel.is_empty() {
                 dir.to_path_buf()
             } else {
-                dir.join(rel)
+                dir.join(os_path(rel))
             };
             let attr = self.getattr(ino)?;
             match e.kind {
@@ -85,7 +86,7 @@ impl Volume {
                     dirs.push((target, attr.mode, attr.mtime));
                 }
                 Kind::Symlink => {
-                    std::os::unix::fs::symlink(self.readlink(ino)?, &target)
+                    std::os::unix::fs::symlink(os_path(&self.readlink(ino)?), &target)
                         .map_err(io_err("creating symlink", &target))?;
                 }
                 Kind::File => {
@@ -160,12 +161,7 @@ impl Volume {
         let mut buf = vec![0u8; PIECE];
         for e in entries {
             let p = e.path();
-            let name = e
-                .file_name()
-                .into_string()
-                .map_err(|n| Error::InvalidName {
-                    name: n.to_string_lossy().into(),
-                })?;
+            let name = crate::name_from_bytes(e.file_name().as_bytes());
             let md = fs::symlink_metadata(&p).map_err(io_err("reading", &p))?;
             let mtime = if self.is_deterministic() {
                 0
@@ -179,12 +175,7 @@ impl Volume {
                 i
             } else if ft.is_symlink() {
                 let t = fs::read_link(&p).map_err(io_err("reading symlink", &p))?;
-                let t = t
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|n| Error::InvalidName {
-                        name: n.to_string_lossy().into(),
-                    })?;
+                let t = crate::name_from_bytes(t.as_os_str().as_bytes());
                 self.symlink(at, &name, &t)?
             } else if ft.is_file() {
                 let i = self.create_file(at, &name, md.mode())?;
@@ -240,4 +231,13 @@ pub fn build_deterministic(
     let tag = v.commit()?;
     v.ack(tag)?;
     Ok(tag)
+}
+
+/// The plaintext path of a stored path or symlink target (names that are not UTF-8 get their
+/// bytes back, see [`crate::name_from_bytes`]).
+fn os_path(stored: &str) -> std::path::PathBuf {
+    match crate::name_to_bytes(stored) {
+        Some(b) => std::ffi::OsStr::from_bytes(&b).into(),
+        None => stored.into(),
+    }
 }

@@ -40,13 +40,13 @@ impl Volume {
             let n = self.node(ino)?;
             if !n.links.is_empty() {
                 if let Some(to) = first.get(&ino) {
+                    v2 = true;
                     entries.push(Entry {
                         p: path,
                         k: "h".into(),
                         to: Some(to.clone()),
                         ..Entry::default()
                     });
-                    v2 = true;
                     continue;
                 }
                 first.insert(ino, path.clone());
@@ -69,7 +69,11 @@ impl Volume {
                         .collect(),
                 );
             }
-            v2 |= e.a.is_some() || e.xa.is_some() || e.uid.is_some() || e.gid.is_some();
+            v2 |= e.a.is_some()
+                || e.xa.is_some()
+                || e.uid.is_some()
+                || e.gid.is_some()
+                || e.p.contains('\0');
             match &n.kind {
                 NodeKind::Dir(ch) => {
                     e.k = "d".into();
@@ -93,6 +97,7 @@ impl Volume {
                 NodeKind::Link(t) => {
                     e.k = "l".into();
                     e.to = Some(t.clone());
+                    v2 |= t.contains('\0');
                 }
             }
             entries.push(e);
@@ -415,6 +420,44 @@ mod tests {
         v.remove_xattr(a, "user.x").unwrap();
         let doc: Doc = serde_json::from_slice(&v.serialize(4).unwrap()).unwrap();
         assert_eq!(doc.v, 1);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_survive_commit_reopen_and_staged_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let bad = crate::name_from_bytes(b"caf\xe9 \xff");
+        v.mkdir_all(&format!("/{bad}")).unwrap();
+        v.write_file(&format!("/{bad}/{bad}"), b"latin-1", 0o644)
+            .unwrap();
+        v.symlink_path("/l", &format!("{bad}/{bad}")).unwrap();
+        let doc: Doc = serde_json::from_slice(&v.serialize(9).unwrap()).unwrap();
+        assert_eq!(doc.v, 2);
+        let t = commit_ack(&mut v);
+        drop(v);
+        let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
+        assert_eq!(v.read_file(&format!("/{bad}/{bad}")).unwrap(), b"latin-1");
+        let plain = d.path().join("plain");
+        v.unpack(&plain).unwrap();
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff");
+        assert_eq!(
+            std::fs::read(plain.join(raw).join(raw)).unwrap(),
+            b"latin-1"
+        );
+        assert_eq!(
+            std::fs::read_link(plain.join("l")).unwrap(),
+            std::path::Path::new(raw).join(raw)
+        );
+        drop(v);
+        let d2 = tempfile::tempdir().unwrap();
+        let mut w = new_volume(d2.path());
+        w.pack_from(&plain).unwrap();
+        assert_eq!(w.read_file(&format!("/{bad}/{bad}")).unwrap(), b"latin-1");
+        assert_eq!(
+            w.readlink(w.resolve("/l").unwrap()).unwrap(),
+            format!("{bad}/{bad}")
+        );
     }
 
     #[test]

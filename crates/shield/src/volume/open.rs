@@ -297,12 +297,18 @@ pub(super) fn build_tree(
             (parent, name.to_string())
         };
         if !v2
-            && (e.k == "h" || e.a.is_some() || e.xa.is_some() || e.uid.is_some() || e.gid.is_some())
+            && (e.k == "h"
+                || e.a.is_some()
+                || e.xa.is_some()
+                || e.uid.is_some()
+                || e.gid.is_some()
+                || e.p.contains('\0')
+                || e.to.as_ref().is_some_and(|t| t.contains('\0')))
         {
             return Err(bad(
                 vol,
                 format!(
-                    "{}: hard links, access times, owners and extended attributes need version 2",
+                    "{}: hard links, access times, owners, extended attributes and names that are not UTF-8 need version 2",
                     e.p
                 ),
             ));
@@ -772,7 +778,7 @@ mod tests {
         // Version 1 documents cannot use any of it.
         assert_eq!(
             tree_err(vec![root(), file("/f"), h("/g", "/f")]),
-            "/g: hard links, access times, owners and extended attributes need version 2"
+            "/g: hard links, access times, owners, extended attributes and names that are not UTF-8 need version 2"
         );
     }
 

@@ -9,14 +9,21 @@ use super::{Attr, EntryInfo, FileNode, Ino, Kind, Node, NodeKind, ROOT_INO, Rena
 use crate::crypto;
 use crate::{Error, Protection};
 
-/// Check a single path component.
+/// Check a single path component (in its stored form, see [`crate::name_from_bytes`]).
 pub(crate) fn check_name(name: &str) -> Result<(), Error> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || !crate::names::is_valid_name(name)
+    {
         return Err(Error::InvalidName {
             name: name.to_string(),
         });
     }
-    if name.len() > 255 {
+    // NAME_MAX counts the bytes the program sees.
+    let len = crate::name_to_bytes(name).map_or(name.len(), |b| b.len());
+    if len > 255 {
         return Err(Error::NameTooLong {
             name: name.chars().take(64).collect(),
         });
@@ -61,6 +68,14 @@ impl Volume {
     }
 
     pub(super) fn display(&self, p: &str) -> String {
+        // Bytes of names that are not UTF-8 show as `\xNN` (never a raw NUL in a message).
+        let escaped;
+        let p = if p.contains('\0') {
+            escaped = p.replace('\0', "\\x");
+            escaped.as_str()
+        } else {
+            p
+        };
         let root = self.opts.display_root.trim_end_matches('/');
         if p == "/" {
             if root.is_empty() {
@@ -732,7 +747,7 @@ mod tests {
 
     #[test]
     fn names_are_single_storable_components() {
-        for bad in ["", ".", "..", "a/b", "/", "a\0b"] {
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", "\x0041", "a\0f"] {
             assert!(
                 matches!(check_name(bad), Err(Error::InvalidName { .. })),
                 "{bad:?} accepted"
@@ -740,7 +755,16 @@ mod tests {
         }
         let long = check_name(&"x".repeat(256)).unwrap_err();
         assert_eq!(long.errno(), libc::ENAMETOOLONG, "{long}");
-        for good in ["a", "...", ".hidden", "ü n i", &"x".repeat(255)] {
+        let escaped = crate::name_from_bytes(&[0xff; 255]);
+        for good in [
+            "a",
+            "...",
+            ".hidden",
+            "ü n i",
+            &"x".repeat(255),
+            "\0ff",
+            &escaped,
+        ] {
             assert!(check_name(good).is_ok(), "{good:?} refused");
         }
     }

@@ -61,6 +61,25 @@ pub const ANNOTATION_SESSION: &str = "dev.veil.session";
 /// `PATH` when the image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Told what the conversion is doing (the CLI draws progress bars from it).
+pub trait Progress {
+    /// A step of `total` units starts (`total` 0: one unit of unknown length).
+    fn start(&self, what: &str, total: u64);
+    /// One unit of the current step is done.
+    fn advance(&self);
+    /// The current step is done.
+    fn finish(&self);
+}
+
+/// No progress reports.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self) {}
+    fn finish(&self) {}
+}
+
 /// What to convert and how.
 pub struct Options {
     /// `--from`.
@@ -113,6 +132,11 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// Convert `opts.from` to `opts.to` without progress reports.
+pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
+    convert_with(opts, &Quiet)
+}
+
 /// What a conversion produced.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
@@ -160,8 +184,8 @@ fn split_env(e: &str) -> Option<(String, String)> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
 }
 
-/// Convert `opts.from` to `opts.to`.
-pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
+/// Convert `opts.from` to `opts.to`, reporting to `progress`.
+pub fn convert_with(opts: &Options, progress: &dyn Progress) -> Result<Outcome, ConvertError> {
     let session_name = format!("{}/{}", opts.namespace, opts.session);
     veil_policy::check_session_name(&session_name)
         .map_err(|why| flag("--name", &session_name, why.to_string()))?;
@@ -170,7 +194,10 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
             return Err(flag("--dir", d, "must be an absolute path other than /"));
         }
     }
+    progress.start("reading the source image", 0);
     let src = image::read(&opts.from, &opts.platform, opts.src_tls)?;
+    progress.finish();
+    progress.start("applying layers", src.layers.len() as u64);
     let work = tempfile::tempdir().map_err(io(std::env::temp_dir()))?;
     let mut root = RootFs::new(work.path().join("rootfs")).map_err(io(work.path()))?;
     let mut seen: Vec<Vec<String>> = Vec::new();
@@ -184,7 +211,9 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
         let paths = root.apply(reader).map_err(layer_err)?;
         check.finish(blob).map_err(layer_err)?;
         seen.push(paths);
+        progress.advance();
     }
+    progress.finish();
     let r = root.root().to_path_buf();
     let config = src.config.config().clone().unwrap_or_default();
 
@@ -339,6 +368,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
             fs::rename(host(&r, d), &to).map_err(io(&to))?;
         }
         fs::create_dir_all(&region_store).map_err(io(&region_store))?;
+        progress.start("building the code region", 0);
         let key = opts.keys.fspf_key()?;
         let tag = veil_shield::build_deterministic(
             &region_src,
@@ -347,6 +377,7 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
             &veil_shield::VolumeId::default(),
             veil_shield::Protection::Encrypted,
         )?;
+        progress.finish();
         Some((FSPF_PATH, key.to_hex(), tag.to_hex()))
     };
 
@@ -357,7 +388,9 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
     let mut diff_ids = Vec::new();
     let src_diff_ids = src.config.rootfs().diff_ids().clone();
     let mut counts = LayerCounts::default();
+    progress.start("writing layers", src.layers.len() as u64 + 1);
     for (index, (blob, paths)) in src.layers.iter().zip(&seen).enumerate() {
+        progress.advance();
         let touched = paths.iter().any(|p| layers::dropped(p, &dirs));
         if !touched {
             out_layers.push(blob.clone());
@@ -391,6 +424,8 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
         },
         &blobs.join("veil.tar.gz"),
     )?;
+    progress.advance();
+    progress.finish();
     out_layers.push(veil.blob);
     diff_ids.push(veil.diff_id);
     counts.added += 1;
@@ -509,7 +544,9 @@ pub fn convert(opts: &Options) -> Result<Outcome, ConvertError> {
         diff_ids,
     };
     if !opts.dry_run {
+        progress.start("writing the image", 0);
         image::write(&opts.to, &out, opts.dest_tls)?;
+        progress.finish();
     }
     Ok(Outcome {
         digest: manifest_digest,

@@ -234,7 +234,8 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
     };
     let started = std::time::Instant::now();
-    let mut out = veil_convert::convert(&opts)?;
+    let bars = Bars::default();
+    let mut out = veil_convert::convert_with(&opts, &bars)?;
     if let Some((mut t, f)) = pending {
         t.write_all(out.session_text.as_bytes())
             .with_context(|| format!("--session {}", f.display()))?;
@@ -343,4 +344,43 @@ fn upload_session(a: &SconifyArgs, namespace: &str, text: &str) -> anyhow::Resul
             Err(e) => Err(e.into()),
         }
     })
+}
+
+/// indicatif bars on stderr (drawn only when stderr is a terminal; `--json` keeps stdout clean).
+#[derive(Default)]
+struct Bars(std::cell::RefCell<Option<indicatif::ProgressBar>>);
+
+impl veil_convert::Progress for Bars {
+    fn start(&self, what: &str, total: u64) {
+        let bar = if total == 0 {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        } else {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg:28} [{bar:30}] {pos}/{len} {elapsed}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        };
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_message(what.to_string());
+        if let Some(old) = self.0.replace(Some(bar)) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self) {
+        if let Some(b) = self.0.borrow().as_ref() {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.0.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
 }

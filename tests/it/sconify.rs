@@ -390,6 +390,16 @@ fn a_busybox_counter_is_converted_and_tools_read_the_result() {
         }
     }
 
+    // The region's store is readable by the image's non-root User (it holds only ciphertext).
+    for e in fs::read_dir(root.join("fspf/fs.fspf")).unwrap() {
+        let md = e.unwrap().metadata().unwrap();
+        if md.is_file() {
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+                0o644
+            );
+        }
+    }
     // The code region opens at the session's key and tag and holds /code as the image had it.
     let key = veil_shield::VolumeKey::from_hex(field(&out.session, "fspf_key")).unwrap();
     let tag: veil_types::Tag = field(&out.session, "fspf_tag").parse().unwrap();

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use oci_spec::image::MediaType;
@@ -191,15 +190,9 @@ fn add_tree(
             add_tree(b, &e.path(), &ip, l, done)?;
         } else if md.is_file() {
             let mut f = fs::File::open(e.path()).map_err(io(e.path()))?;
-            add_file(
-                b,
-                &ip,
-                md.permissions().mode() & 0o777,
-                &mut f,
-                md.len(),
-                l,
-                done,
-            )?;
+            // The store holds only ciphertext and sealed metadata, and the launcher may run as
+            // the image's non-root User: readable by all.
+            add_file(b, &ip, 0o644, &mut f, md.len(), l, done)?;
         } else {
             return Err(ConvertError::Image(format!(
                 "code region store {}: unexpected file type",

@@ -322,7 +322,7 @@ fn a_rolled_back_database_is_refused() {
     };
     assert!(err.contains("rollback detected"), "{err}");
     assert!(
-        err.contains("counter is 1") && err.contains("records 2 session writes"),
+        err.contains("counter is 1") && err.contains("records 2 writes"),
         "{err}"
     );
     // The refused start did not touch the log; the current database starts again.

@@ -362,3 +362,276 @@ fn refused_clearly(log: &str) -> bool {
     log.contains("CAS database:")
         && (log.contains("fails authentication") || log.contains("corrupted"))
 }
+
+/// DB-only rollback of the workload state (issue 16 §2, decision 17): a workload connection
+/// speaking the workload API with `sim` evidence, the way the launcher does.
+mod rollback {
+    use std::path::Path;
+
+    use veil_api::workload::{
+        ATTEST_PATH, AttestRequest, ConfigId, ConfigResponse, EXIT_PATH, ExitRequest,
+        NONCE_PATH, NonceResponse, TAGS_PATH, TagUpdateRequest,
+    };
+    use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
+    use veil_audit::Event;
+    use veil_client::{Connection, Method};
+    use veil_identity::Identity;
+
+    use crate::support::{CasProcess, assert_success, pin_cas_as, veil};
+
+    pub(super) struct Conn {
+        id: Identity,
+        conn: Connection,
+    }
+
+    impl Conn {
+        pub(super) async fn open(cas: &CasProcess) -> Self {
+            let id = Identity::generate("veil-launcher", &[]).unwrap();
+            let conn = Connection::connect("cas", &cas.enclave, Some(&cas.key_hash), Some(&id))
+                .await
+                .unwrap();
+            Self { id, conn }
+        }
+
+        pub(super) async fn post(
+            &mut self,
+            path: &str,
+            body: Vec<u8>,
+        ) -> (u16, serde_json::Value) {
+            let a = self
+                .conn
+                .request(Method::POST, path, Some(body))
+                .await
+                .unwrap();
+            let v = serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null);
+            (a.status.as_u16(), v)
+        }
+
+        pub(super) async fn attest(
+            &mut self,
+            config_id: &str,
+        ) -> Result<ConfigResponse, (u16, serde_json::Value)> {
+            let (s, v) = self.post(NONCE_PATH, b"{}".to_vec()).await;
+            assert_eq!(s, 200, "{v}");
+            let n: NonceResponse = serde_json::from_value(v).unwrap();
+            let rd = ReportData::bind(&n.nonce, self.id.spki_der());
+            let req = AttestRequest {
+                config_id: ConfigId(config_id.to_string()),
+                tier: Tier::Sim,
+                nonce: n.nonce,
+                evidence: Evidence::Sim(SimEvidence::new(launcher(), target(), rd)),
+                service_access_token: None,
+            };
+            match self.post(ATTEST_PATH, serde_json::to_vec(&req).unwrap()).await {
+                (200, v) => Ok(serde_json::from_value(v).unwrap()),
+                other => Err(other),
+            }
+        }
+
+        pub(super) async fn exit(&mut self, cfg: &ConfigResponse) -> u16 {
+            let req = ExitRequest {
+                instance_token: cfg.instance_token.clone(),
+                status: 0,
+            };
+            self.post(EXIT_PATH, serde_json::to_vec(&req).unwrap()).await.0
+        }
+    }
+
+    fn launcher() -> Digest32 {
+        Digest32::of(b"test launcher")
+    }
+    fn target() -> Target {
+        Target::Program {
+            hash: Digest32::of(b"program"),
+        }
+    }
+
+    /// A `sim` session `name` (debug-mode) with service `app`, a `rollback_protected` volume
+    /// V1 when `volume`, and `extra` lines under `security.attestation`.
+    pub(super) fn session(name: &str, volume: bool, extra: &str) -> String {
+        let m = veil_attest::measurement(&launcher(), &target()).to_hex();
+        let (img_vol, vols) = if volume {
+            (
+                "    volumes:\n      - name: V1\n        path: /V1\n",
+                "volumes:\n  - name: V1\n",
+            )
+        } else {
+            ("", "")
+        };
+        format!(
+            "name: {name}\nversion: \"0.3\"\nservices:\n  - name: app\n    image_name: img\n    mrenclaves: [{m}]\n    command: prog\n    pwd: /\nimages:\n  - name: img\n{img_vol}{vols}security:\n  attestation:\n    tolerate: [debug-mode]\n{extra}"
+        )
+    }
+
+    pub(super) struct Setup {
+        pub(super) home: tempfile::TempDir,
+        pub(super) data: tempfile::TempDir,
+        pub(super) owner: Identity,
+        pub(super) owner_home: tempfile::TempDir,
+        pub(super) cas: CasProcess,
+    }
+
+    impl Setup {
+        pub(super) async fn new(sessions: &[String]) -> Self {
+            let home = tempfile::tempdir().unwrap();
+            let data = tempfile::tempdir().unwrap();
+            let owner = Identity::generate("owner", &[]).unwrap();
+            let cas = Self::start_cas(home.path(), data.path(), &owner);
+            let mut c = Connection::connect("cas", &cas.api, Some(&cas.key_hash), Some(&owner))
+                .await
+                .unwrap();
+            for y in sessions {
+                c.upload_session(y).await.unwrap();
+            }
+            let owner_home = tempfile::tempdir().unwrap();
+            Self {
+                home,
+                data,
+                owner,
+                owner_home,
+                cas,
+            }
+        }
+
+        fn start_cas(home: &Path, data: &Path, owner: &Identity) -> CasProcess {
+            CasProcess::start_with(
+                home,
+                data,
+                &["--allow-sim-tier", "--owner", &owner.key_hash()],
+            )
+        }
+
+        /// Stop the CAS gracefully and start it again on the same data.
+        pub(super) fn restart(&mut self) {
+            self.cas.stop();
+            self.cas = Self::start_cas(self.home.path(), self.data.path(), &self.owner);
+        }
+
+        /// Stop the CAS and copy `cas.redb` aside; start it again.
+        fn snapshot(&mut self) -> Vec<u8> {
+            self.cas.stop();
+            let old = std::fs::read(self.data.path().join("cas.redb")).unwrap();
+            self.cas = Self::start_cas(self.home.path(), self.data.path(), &self.owner);
+            old
+        }
+
+        /// Stop the CAS, put `old` back as `cas.redb` (keeping `audit.log`): the start is
+        /// refused because the database is behind the log, and the log shows a
+        /// `state_committed` entry of `kind` after the last start. Then the current
+        /// database is put back and the CAS starts again.
+        fn restore_is_refused(&mut self, old: &[u8], kind: &str) {
+            let log = self.data.path().join("audit.log");
+            let entries =
+                veil_audit::read_entries(&std::fs::read(&log).unwrap()).unwrap();
+            let last_start = entries
+                .iter()
+                .rposition(|e| matches!(e.event, Event::CasStarted { .. }))
+                .unwrap();
+            assert!(
+                entries[last_start..].iter().any(|e| matches!(&e.event,
+                    Event::StateCommitted { kind: k, .. } if k == kind)),
+                "no {kind} write audited: {entries:?}"
+            );
+            self.cas.stop();
+            let db = self.data.path().join("cas.redb");
+            let new = std::fs::read(&db).unwrap();
+            std::fs::write(&db, old).unwrap();
+            let stderr = self.data.path().join("refused.log");
+            let r = CasProcess::spawn(
+                self.home.path(),
+                self.data.path(),
+                &crate::support::CasSpawn {
+                    extra: &["--allow-sim-tier", "--owner", &self.owner.key_hash()],
+                    log_level: None,
+                    stdout: None,
+                    stderr: &stderr,
+                    timeout: std::time::Duration::from_secs(30),
+                },
+            );
+            match r {
+                Ok(_) => panic!("a database rolled back past a {kind} write must not start"),
+                Err(e) => assert!(
+                    e.log().contains("database is behind the audit log"),
+                    "{kind}: {}",
+                    e.log()
+                ),
+            }
+            std::fs::write(&db, new).unwrap();
+            self.cas = Self::start_cas(self.home.path(), self.data.path(), &self.owner);
+        }
+
+        /// `veil ARGS` as the owner, pinned to the running CAS (its ports change at restart).
+        fn owner_cli(&self, args: &[&str]) {
+            let _ = std::fs::remove_file(self.owner_home.path().join(".veil/config.json"));
+            pin_cas_as(self.owner_home.path(), &self.owner, &self.cas);
+            let o = veil(self.owner_home.path()).args(args).output().unwrap();
+            assert_success(&o);
+        }
+    }
+
+    /// Restoring `cas.redb` from before a volume tag update, a node revocation or an OTP use
+    /// (keeping `audit.log`) is refused at start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_restored_past_a_tag_node_or_otp_write_is_refused() {
+        const OTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+        let mut s = Setup::new(&[
+            session("t", true, ""),
+            session(
+                "o",
+                false,
+                &format!("    one_time_password_shared_secret: {OTP}\n"),
+            ),
+        ])
+        .await;
+
+        // Volume tag compare-and-swap.
+        let mut c = Conn::open(&s.cas).await;
+        let cfg = c.attest("t/app").await.unwrap();
+        c.exit(&cfg).await;
+        drop(c);
+        let old = s.snapshot();
+        let mut c = Conn::open(&s.cas).await;
+        let cfg = c.attest("t/app").await.unwrap();
+        let req = TagUpdateRequest {
+            instance_token: cfg.instance_token.clone(),
+            volume: "V1".into(),
+            old_tag: None,
+            new_tag: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+        };
+        let (st, v) = c.post(TAGS_PATH, serde_json::to_vec(&req).unwrap()).await;
+        assert_eq!(st, 200, "{v}");
+        c.exit(&cfg).await;
+        drop(c);
+        s.restore_is_refused(&old, "workload_tags");
+
+        // Node registry: register, copy, revoke.
+        let las_dir = tempfile::tempdir().unwrap();
+        let node = veil_las::key::NodeKey::load_or_create(las_dir.path()).unwrap();
+        let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
+        s.owner_cli(&[
+            "cas",
+            "register-node",
+            &node.key_hash(),
+            "--node-id",
+            "node-1",
+            "--spki-hex",
+            &spki_hex,
+        ]);
+        let old = s.snapshot();
+        s.owner_cli(&["cas", "revoke-node", &node.key_hash()]);
+        s.restore_is_refused(&old, "workload_nodes");
+
+        // OTP replay state.
+        let old = s.snapshot();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code = veil_secrets::current_otp(OTP, now).unwrap();
+        let mut c = Conn::open(&s.cas).await;
+        let cfg = c.attest(&format!("o/app@{code}")).await.unwrap();
+        c.exit(&cfg).await;
+        drop(c);
+        s.restore_is_refused(&old, "workload_otp");
+    }
+}

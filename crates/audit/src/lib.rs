@@ -176,6 +176,17 @@ pub enum Event {
         /// Key hash of the owner.
         by: String,
     },
+    /// A CAS database write other than a session write committed (decision 17): written in
+    /// the same group commit as the write, before the descriptive entries of the same
+    /// operation (`volume_tag_updated`, `owner_action`, ...). A verifier and the CAS's
+    /// rollback check learn the DB's monotonic counter from it.
+    StateCommitted {
+        /// What changed: the CAS table (`workload_tags`, `workload_volume_keys`,
+        /// `workload_nodes`, `workload_otp`, `workload_leases`).
+        kind: String,
+        /// The DB's monotonic counter after this write.
+        counter: u64,
+    },
 }
 
 /// The signed part of an entry, in line order.
@@ -757,6 +768,7 @@ fn event_name(e: &Event) -> &'static str {
         Event::OtpFailure { .. } => "otp_failure",
         Event::OtpLockout { .. } => "otp_lockout",
         Event::OwnerAction { .. } => "owner_action",
+        Event::StateCommitted { .. } => "state_committed",
     }
 }
 

@@ -2,24 +2,30 @@
 //!
 //! Every start appends `cas_started` with the CAS public key and the DB's monotonic counter;
 //! a graceful stop appends `cas_stopped` with the counter. Session creates and updates are
-//! appended (and fsynced) after their DB group commit and before the HTTP response; the other
-//! events (session read, service attested, attestation refused, volume tag updated, OTP
-//! failure / lockout, node registered / revoked) are likewise durable before the response.
+//! appended (and fsynced) in their DB group commit (one write and one fsync per batch, after
+//! the DB commit) and before the HTTP response, as is a `state_committed` entry for every
+//! other DB write (volume tags, volume keys, node registry, OTP replay and lockout state,
+//! volume leases); the other events (session read, service attested, attestation refused,
+//! volume tag updated, OTP failure / lockout, node registered / revoked) are likewise durable
+//! before the response.
 //! Entries carry names, hashes, key hashes, tiers, measurements and reasons, never a secret
 //! value.
 //!
 //! # Rollback check (decision 17)
 //!
-//! The DB counter counts committed session writes. Before the log is continued, the counter
-//! the log implies is computed: the counter of the last `cas_started` / `cas_stopped` entry
-//! plus one per later `session_created` / `session_updated` entry. A DB whose counter is
-//! lower (a restored or rolled-back `cas.redb`) is refused with [`CasError::RolledBack`], as
-//! is a DB with session writes next to a missing or empty log.
+//! The DB counter counts every committed DB write: session writes and key-value writes
+//! (volume tags, volume keys, node registry, OTP state, leases). Before the log is continued,
+//! the counter the log implies is computed: the counter of the last `cas_started` /
+//! `cas_stopped` / `state_committed` entry plus one per later `session_created` /
+//! `session_updated` entry. A DB whose counter is lower (a restored or rolled-back
+//! `cas.redb`, even if only a volume tag, a node revocation or an OTP use happened since the
+//! copy) is refused with [`CasError::RolledBack`], as is a DB with writes next to a missing
+//! or empty log.
 //!
 //! What this does **not** catch: a rollback of the DB *and* the log together (copy both away
-//! and restore both); a rollback that only touches the generic key-value tables (volume tags,
-//! OTP replay state, node registry), which do not move the counter; a DB replaced by another
-//! one with at least as many session writes. The log is also not protected against deletion
+//! and restore both); a DB replaced by another one (same DB key) with at least as many
+//! writes; a crash between the DB commit and the audit write of the same batch leaves the DB
+//! ahead of the log, which is allowed (with a warning). The log is also not protected against deletion
 //! beyond the "missing log" check; `veil audit verify --last SEQ:HASH` with a head recorded
 //! elsewhere detects a truncated or rewritten log.
 
@@ -69,6 +75,7 @@ pub fn implied_counter(data: &[u8]) -> Result<(u64, bool), String> {
     for e in &entries {
         match e.event {
             Event::CasStarted { counter: c, .. } | Event::CasStopped { counter: c } => counter = c,
+            Event::StateCommitted { counter: c, .. } => counter = counter.max(c),
             Event::SessionCreated { .. } | Event::SessionUpdated { .. } => counter += 1,
             _ => {}
         }
@@ -96,12 +103,12 @@ impl Audit {
             .map_err(|reason| CasError::Audit(format!("{shown}: {reason}")))?;
         if !any && db_counter > 0 {
             return Err(CasError::RolledBack(format!(
-                "the database has {db_counter} session writes but the audit log {shown} is missing or empty; refusing to start (restore the audit log)"
+                "the database has {db_counter} writes but the audit log {shown} is missing or empty; refusing to start (restore the audit log)"
             )));
         }
         if db_counter < implied {
             return Err(CasError::RolledBack(format!(
-                "the database is behind the audit log {shown}: its counter is {db_counter}, the log records {implied} session writes (a restored or rolled-back database); refusing to start"
+                "the database is behind the audit log {shown}: its counter is {db_counter}, the log records {implied} writes (a restored or rolled-back database); refusing to start"
             )));
         }
         if db_counter > implied && any {

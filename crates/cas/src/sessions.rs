@@ -275,24 +275,23 @@ impl Sessions {
             expect_current: predecessor.clone(),
             secrets: Some(sealed_secrets),
         };
-        match self.store.put(put).await {
+        // Durable in the audit log, in the same group commit, before the response (decision 17).
+        let event = match &predecessor {
+            None => veil_audit::Event::SessionCreated {
+                session: name.clone(),
+                hash: hash.clone(),
+                by: caller.key_hash.clone(),
+            },
+            Some(p) => veil_audit::Event::SessionUpdated {
+                session: name.clone(),
+                hash: hash.clone(),
+                predecessor: p.clone(),
+                by: caller.key_hash.clone(),
+            },
+        };
+        match self.store.put_audited(put, vec![event]).await {
             Ok(_) => {
                 tracing::info!(hash = %hash, caller = %caller.key_hash, update = predecessor.is_some(), "session stored");
-                // Durable in the audit log before the response (decision 17).
-                let event = match &predecessor {
-                    None => veil_audit::Event::SessionCreated {
-                        session: name.clone(),
-                        hash: hash.clone(),
-                        by: caller.key_hash.clone(),
-                    },
-                    Some(p) => veil_audit::Event::SessionUpdated {
-                        session: name.clone(),
-                        hash: hash.clone(),
-                        predecessor: p.clone(),
-                        by: caller.key_hash.clone(),
-                    },
-                };
-                self.store.audit(vec![event]).await?;
                 Ok(hash)
             }
             Err(StoreError::Exists) => Err(ApiError::Exists(vec![

@@ -11,7 +11,17 @@
 //!   caller is answered only after that commit returned (durable before acknowledgement).
 //!   Each operation is a compare-and-swap on the session's current hash, evaluated inside the
 //!   transaction, so of racing updates with the same predecessor exactly one wins.
-//! - A monotonic counter (`meta/counter`) grows by one per committed operation.
+//! - **Every** DB mutation goes through that writer: session puts and the generic key-value
+//!   compare-and-swap / delete ([`Store::kv_swap`]: volume tags, volume keys, node registry,
+//!   OTP replay and lockout state, volume leases). One batch may mix them.
+//! - A monotonic counter (`meta/counter`) grows by one per committed operation, of any kind
+//!   (decision 17).
+//! - The audit entries of a batch's operations are appended to the audit log with one write
+//!   and one fsync right after the batch's DB commit and before any caller of the batch is
+//!   answered: a session write's own entry, and for every key-value write a
+//!   `state_committed` entry with its kind (the table) and the counter after it, followed by
+//!   the caller's descriptive entries. So the log always knows the counter (see
+//!   `crate::audit`), and a DB restored without the log is refused at start.
 //! - At open, every record is unsealed once: a wrong DB key or a modified file refuses to start.
 
 use std::path::{Path, PathBuf};
@@ -131,9 +141,51 @@ pub struct Put {
     pub secrets: Option<Vec<u8>>,
 }
 
+/// A generic key-value write: compare-and-swap of one record, or its deletion.
+#[derive(Debug)]
+struct KvWrite {
+    table: &'static str,
+    /// The stored (HMAC) key.
+    key: Vec<u8>,
+    expected: Option<Vec<u8>>,
+    /// `None`: delete.
+    new: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Session(Put),
+    Kv(KvWrite),
+}
+
+/// The outcome of one operation: `Ok(counter)` when applied, `Err(current)` when a key-value
+/// comparison failed (nothing written). Session compare-and-swap failures are `StoreError`s.
+type OpResult = Result<Result<u64, Option<Vec<u8>>>, StoreError>;
+
+enum Reply {
+    Async(tokio::sync::oneshot::Sender<OpResult>),
+    Blocking(std::sync::mpsc::SyncSender<OpResult>),
+}
+
+impl Reply {
+    fn send(self, r: OpResult) {
+        // The caller may have gone away (dropped request); the write stands.
+        match self {
+            Self::Async(tx) => {
+                let _ = tx.send(r);
+            }
+            Self::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
 struct WriteReq {
-    put: Put,
-    reply: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+    op: Op,
+    /// Audit entries describing the operation, written in the batch's group if it applies.
+    events: Vec<veil_audit::Event>,
+    reply: Reply,
 }
 
 /// Seals and opens records; derives the name MAC key. Debug prints nothing secret.
@@ -264,8 +316,10 @@ struct Inner {
     sessions: Arc<AtomicU64>,
     counter: Arc<AtomicU64>,
     path: PathBuf,
-    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
+    audit: AuditSlot,
 }
+
+type AuditSlot = Arc<std::sync::OnceLock<Arc<crate::audit::Audit>>>;
 
 impl Store {
     /// Open (or create) the database at `path` with `db_key`, verify every record and start
@@ -278,14 +332,18 @@ impl Store {
         let counter = Arc::new(AtomicU64::new(counter));
         let sessions = Arc::new(AtomicU64::new(sessions));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let audit: AuditSlot = Arc::default();
         {
-            let db = db.clone();
-            let sealer = sealer.clone();
-            let counter = counter.clone();
-            let sessions = sessions.clone();
+            let w = Writer {
+                db: db.clone(),
+                sealer: sealer.clone(),
+                counter: counter.clone(),
+                sessions: sessions.clone(),
+                audit: audit.clone(),
+            };
             std::thread::Builder::new()
                 .name("cas-writer".into())
-                .spawn(move || writer_loop(db, sealer, rx, counter, sessions))
+                .spawn(move || w.run(rx))
                 .map_err(|source| StoreError::Io {
                     path: "cas-writer thread".into(),
                     source,
@@ -299,7 +357,7 @@ impl Store {
                 sessions,
                 counter,
                 path: path.to_path_buf(),
-                audit: std::sync::OnceLock::new(),
+                audit,
             }),
         })
     }
@@ -409,12 +467,47 @@ impl Store {
 
     /// Apply `put` (create or compare-and-swap update) durably; returns the new counter value.
     pub async fn put(&self, put: Put) -> Result<u64, StoreError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.put_audited(put, Vec::new()).await
+    }
+
+    /// [`Store::put`], with `events` (the session write's audit entries, which must include
+    /// exactly one `session_created` / `session_updated`) written to the audit log in the
+    /// same group commit, durable before this returns.
+    pub async fn put_audited(
+        &self,
+        put: Put,
+        events: Vec<veil_audit::Event>,
+    ) -> Result<u64, StoreError> {
+        match self.submit(Op::Session(put), events).await? {
+            Ok(n) => Ok(n),
+            Err(_) => Err(StoreError::Commit("unexpected key-value outcome".into())),
+        }
+    }
+
+    async fn submit(&self, op: Op, events: Vec<veil_audit::Event>) -> OpResult {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .writer
-            .send(WriteReq { put, reply })
+            .send(WriteReq {
+                op,
+                events,
+                reply: Reply::Async(tx),
+            })
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn submit_blocking(&self, op: Op, events: Vec<veil_audit::Event>) -> OpResult {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner
+            .writer
+            .send(WriteReq {
+                op,
+                events,
+                reply: Reply::Blocking(tx),
+            })
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
 
@@ -507,46 +600,86 @@ fn init_and_verify(db: &redb::Database, sealer: &Sealer) -> Result<(u64, u64), S
     Ok((counter, sessions))
 }
 
-fn writer_loop(
+struct Writer {
     db: Arc<redb::Database>,
     sealer: Arc<Sealer>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<WriteReq>,
     counter: Arc<AtomicU64>,
     sessions: Arc<AtomicU64>,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let base = counter.load(Ordering::Relaxed);
-        match apply_batch(&db, &sealer, &batch, base) {
-            Ok((results, new_sessions)) => {
-                let applied = results.iter().filter(|r| r.is_ok()).count() as u64;
-                counter.store(base + applied, Ordering::Relaxed);
-                sessions.fetch_add(new_sessions, Ordering::Relaxed);
-                for (req, res) in batch.into_iter().zip(results) {
-                    let _ = req.reply.send(res);
+    audit: AuditSlot,
+}
+
+impl Writer {
+    fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<WriteReq>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "database commit failed");
-                let msg = e.to_string();
-                for req in batch {
-                    let _ = req.reply.send(Err(StoreError::Commit(msg.clone())));
+            let base = self.counter.load(Ordering::Relaxed);
+            match apply_batch(&self.db, &self.sealer, &batch, base) {
+                Ok((results, new_sessions)) => {
+                    let applied = results
+                        .iter()
+                        .filter(|r| matches!(r, Ok(Ok(_))))
+                        .count() as u64;
+                    self.counter.store(base + applied, Ordering::Relaxed);
+                    self.sessions.fetch_add(new_sessions, Ordering::Relaxed);
+                    let audited = self.audit_batch(&mut batch, &results);
+                    for (req, res) in batch.into_iter().zip(results) {
+                        let res = match (&audited, res) {
+                            (Err(e), Ok(Ok(_))) => Err(StoreError::Audit(e.clone())),
+                            (_, r) => r,
+                        };
+                        req.reply.send(res);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "database commit failed");
+                    let msg = e.to_string();
+                    for req in batch {
+                        req.reply.send(Err(StoreError::Commit(msg.clone())));
+                    }
                 }
             }
         }
     }
+
+    /// Append the audit entries of the applied operations of a committed batch: one write,
+    /// one fsync. Without an attached log (unit tests of other parts) nothing is written.
+    fn audit_batch(&self, batch: &mut [WriteReq], results: &[OpResult]) -> Result<(), String> {
+        let Some(audit) = self.audit.get() else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        for (req, res) in batch.iter_mut().zip(results) {
+            let Ok(Ok(counter)) = res else {
+                continue;
+            };
+            if let Op::Kv(kv) = &req.op {
+                events.push(veil_audit::Event::StateCommitted {
+                    kind: kv.table.to_string(),
+                    counter: *counter,
+                });
+            }
+            events.append(&mut req.events);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        audit.record_blocking(events).map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed");
+            e.to_string()
+        })
+    }
 }
 
-type BatchResult = (Vec<Result<u64, StoreError>>, u64);
+type BatchResult = (Vec<OpResult>, u64);
 
-/// Apply every put whose compare-and-swap holds (seeing earlier puts of the same batch), in
-/// one transaction committed with immediate durability.
+/// Apply every operation whose compare-and-swap holds (seeing earlier operations of the same
+/// batch), in one transaction committed with immediate durability.
 fn apply_batch(
     db: &redb::Database,
     sealer: &Sealer,
@@ -565,7 +698,34 @@ fn apply_batch(
         let mut versions = txn.open_table(VERSIONS).map_err(db_err)?;
         let mut secrets = txn.open_table(SECRETS).map_err(db_err)?;
         for req in batch {
-            let put = &req.put;
+            let put = match &req.op {
+                Op::Session(put) => put,
+                Op::Kv(kv) => {
+                    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(kv.table);
+                    let mut t = txn.open_table(def).map_err(db_err)?;
+                    let now = match t.get(kv.key.as_slice()).map_err(db_err)? {
+                        Some(v) => Some(sealer.open(kv.table, &kv.key, v.value())?),
+                        None => None,
+                    };
+                    if now != kv.expected {
+                        results.push(Ok(Err(now)));
+                        continue;
+                    }
+                    match &kv.new {
+                        Some(new) => {
+                            let sealed = sealer.seal(kv.table, &kv.key, new)?;
+                            t.insert(kv.key.as_slice(), sealed.as_slice())
+                                .map_err(db_err)?;
+                        }
+                        None => {
+                            t.remove(kv.key.as_slice()).map_err(db_err)?;
+                        }
+                    }
+                    next += 1;
+                    results.push(Ok(Ok(next)));
+                    continue;
+                }
+            };
             let key = sealer.name_key(&put.version.name);
             let existing = match current.get(key.as_slice()).map_err(db_err)? {
                 Some(v) => {
@@ -609,7 +769,7 @@ fn apply_batch(
             if is_new {
                 new_sessions += 1;
             }
-            results.push(Ok(next));
+            results.push(Ok(Ok(next)));
         }
         let sealed = sealer.seal("meta", COUNTER, &next.to_be_bytes())?;
         meta.insert(COUNTER, sealed.as_slice()).map_err(db_err)?;
@@ -625,8 +785,9 @@ const RESERVED_TABLES: [&str; 4] = ["meta", "current", "versions", "secrets"];
 /// volume keys, OTP state and node registry). Keys are stored as HMAC-SHA256(name key,
 /// table ‖ 0 ‖ key), so they do not reveal session or volume names; values are sealed with
 /// AAD = table ‖ 0 ‖ stored key ‖ schema version (decision 17). Writes are compare-and-swap
-/// transactions committed with `Durability::Immediate` before they return. They do not move
-/// the session counter.
+/// operations of the writer's group commit (durable before they return); each applied one
+/// moves the monotonic counter and is audited (`state_committed`, kind = the table) in the
+/// same group, so that rolling these tables back with the DB is detected at start.
 impl Store {
     fn kv_key(&self, table: &'static str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
         if RESERVED_TABLES.contains(&table) {
@@ -659,7 +820,8 @@ impl Store {
 
     /// Durably set `key` in `table` to `new` if its current (unsealed) value equals
     /// `expected` (`None` = absent). Returns `Ok(Ok(()))` when written, `Ok(Err(current))`
-    /// when the comparison failed (nothing written). Blocking: call from a blocking context.
+    /// when the comparison failed (nothing written). Blocking: call from a blocking context
+    /// (it waits for the writer thread's group commit).
     pub fn kv_compare_and_swap(
         &self,
         table: &'static str,
@@ -667,25 +829,63 @@ impl Store {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<Result<(), Option<Vec<u8>>>, StoreError> {
-        let k = self.kv_key(table, key)?;
+        let op = self.kv_op(table, key, expected, Some(new))?;
+        Ok(self.submit_blocking(op, Vec::new())?.map(|_| ()))
+    }
+
+    /// Async compare-and-swap of `key` in `table`: set it to `new` (`None`: delete it) if its
+    /// current value equals `expected` (`None` = absent), in the writer's group commit, with
+    /// `events` (what the change means) audited in the same group. Returns `Ok(Ok(counter))`
+    /// when written, `Ok(Err(current))` when the comparison failed (nothing written or
+    /// audited).
+    pub async fn kv_swap(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        events: Vec<veil_audit::Event>,
+    ) -> Result<Result<u64, Option<Vec<u8>>>, StoreError> {
+        let op = self.kv_op(table, key, expected, new)?;
+        self.submit(op, events).await
+    }
+
+    fn kv_op(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Op, StoreError> {
+        Ok(Op::Kv(KvWrite {
+            table,
+            key: self.kv_key(table, key)?,
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.map(<[u8]>::to_vec),
+        }))
+    }
+
+    /// Every (unsealed) value of `table`, in stored-key order (the keys are MACs and are not
+    /// returned). For small tables read at start (the persisted leases).
+    pub fn kv_values(&self, table: &'static str) -> Result<Vec<Vec<u8>>, StoreError> {
         let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
-        let mut txn = self.inner.db.begin_write().map_err(db_err)?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(db_err)?;
-        {
-            let mut t = txn.open_table(def).map_err(db_err)?;
-            let current = match t.get(k.as_slice()).map_err(db_err)? {
-                Some(v) => Some(self.inner.sealer.open(table, &k, v.value())?),
-                None => None,
-            };
-            if current.as_deref() != expected {
-                return Ok(Err(current));
-            }
-            let sealed = self.inner.sealer.seal(table, &k, new)?;
-            t.insert(k.as_slice(), sealed.as_slice()).map_err(db_err)?;
+        if RESERVED_TABLES.contains(&table) {
+            return Err(StoreError::Commit(format!(
+                "table `{table}` is reserved for sessions"
+            )));
         }
-        txn.commit().map_err(db_err)?;
-        Ok(Ok(()))
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push(self.inner.sealer.open(table, k.value(), v.value())?);
+        }
+        Ok(out)
     }
 }
 
@@ -765,6 +965,67 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let wrong = Store::open(&path, &[8u8; 32]);
         assert!(matches!(wrong, Err(StoreError::Integrity { .. })));
+    }
+
+    #[tokio::test]
+    async fn key_value_writes_move_the_counter_and_mix_with_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cas.redb"), &[3u8; 32]).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20u8 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 2 == 0 {
+                    s.kv_swap("t", &[i], None, Some(&[i]), Vec::new())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                } else {
+                    s.put(Put {
+                        hash: format!("h{i}"),
+                        version: version(&format!("s{i}"), None),
+                        expect_current: None,
+                        secrets: None,
+                    })
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.counter(), 20);
+        // A failed comparison writes nothing and does not count.
+        assert_eq!(
+            store
+                .kv_swap("t", &[0], None, Some(b"x"), Vec::new())
+                .await
+                .unwrap(),
+            Err(Some(vec![0]))
+        );
+        assert_eq!(store.counter(), 20);
+        // Delete, and the blocking form.
+        assert_eq!(
+            store
+                .kv_swap("t", &[0], Some(&[0]), None, Vec::new())
+                .await
+                .unwrap(),
+            Ok(21)
+        );
+        assert_eq!(store.kv_get("t", &[0]).unwrap(), None);
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.kv_compare_and_swap("t", &[0], None, b"y").unwrap().unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.counter(), 22);
+        assert_eq!(store.kv_values("t").unwrap().len(), 10);
+        let path = dir.path().join("cas.redb");
+        drop(store);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(Store::open(&path, &[3u8; 32]).unwrap().counter(), 22);
     }
 
     #[test]

@@ -196,19 +196,19 @@ impl Workload {
         let mut fresh = [0u8; 32];
         aws_lc_rs::rand::fill(&mut fresh)
             .map_err(|_| ApiError::internal("random generator", "failed"))?;
-        let store = self.store.clone();
-        blocking(move || {
-            match store.kv_compare_and_swap(VOLKEYS_TABLE, &key, None, &fresh)? {
-                Ok(()) => Ok(hex::encode(fresh)),
-                // Another attestation generated it first: use that one.
-                Err(Some(existing)) => Ok(hex::encode(existing)),
-                Err(None) => Err(ApiError::internal(
-                    "volume key",
-                    "compare-and-swap failed on absent key",
-                )),
-            }
-        })
-        .await
+        match self
+            .store
+            .kv_swap(VOLKEYS_TABLE, &key, None, Some(&fresh), Vec::new())
+            .await?
+        {
+            Ok(_) => Ok(hex::encode(fresh)),
+            // Another attestation generated it first: use that one.
+            Err(Some(existing)) => Ok(hex::encode(existing)),
+            Err(None) => Err(ApiError::internal(
+                "volume key",
+                "compare-and-swap failed on absent key",
+            )),
+        }
     }
 
     /// The raw and decoded tag record under `table_key`.
@@ -243,10 +243,9 @@ impl Workload {
         };
         change(&mut list)?;
         let new = serde_json::to_vec(&list).map_err(|e| ApiError::internal("node registry", e))?;
-        let swapped = blocking(move || {
-            Ok(store.kv_compare_and_swap(NODES_TABLE, REGISTRY_KEY, raw.as_deref(), &new)?)
-        })
-        .await?;
+        let swapped = store
+            .kv_swap(NODES_TABLE, REGISTRY_KEY, raw.as_deref(), Some(&new), Vec::new())
+            .await?;
         if swapped.is_err() {
             return Err(ApiError::internal(
                 "node registry",

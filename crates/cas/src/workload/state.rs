@@ -17,7 +17,7 @@ use veil_api::workload::{
 use veil_types::ExposeSecret;
 
 use super::tags::{self, InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
-use super::{Workload, blocking, instance_id, now_ms};
+use super::{Workload, instance_id, now_ms};
 use crate::error::ApiError;
 
 /// A volume (or the code region) of a running instance.
@@ -209,25 +209,28 @@ impl Workload {
                 updated_at: now,
             })
             .map_err(|e| ApiError::internal("tag record", e))?;
-            let store = self.store.clone();
-            let key = state.table_key.clone();
             // Still holding the instance lock: tag updates are serialized, so this
-            // compare-and-swap cannot lose to another update of this CAS.
-            let swapped = blocking(move || {
-                Ok(store.kv_compare_and_swap(TAGS_TABLE, &key, raw.as_deref(), &new)?)
-            })
-            .await?;
+            // compare-and-swap cannot lose to another update of this CAS. It moves the DB
+            // counter and is audited in the same group commit (decision 17).
+            let event = veil_audit::Event::VolumeTagUpdated {
+                session: inst.session.clone(),
+                volume: req.volume.clone(),
+                tag: new_tag.clone(),
+            };
+            let swapped = self
+                .store
+                .kv_swap(
+                    TAGS_TABLE,
+                    &state.table_key,
+                    raw.as_deref(),
+                    Some(&new),
+                    vec![event],
+                )
+                .await?;
             if swapped.is_err() {
                 return Err(ApiError::TagChanged { outer });
             }
             tracing::info!(volume = %req.volume, tag = %req.new_tag, "volume tag updated");
-            self.store
-                .audit(vec![veil_audit::Event::VolumeTagUpdated {
-                    session: inst.session.clone(),
-                    volume: req.volume.clone(),
-                    tag: new_tag.clone(),
-                }])
-                .await?;
         }
         Ok(TagUpdateResponse { tag: req.new_tag })
     }

@@ -11,10 +11,11 @@
 #   build-essential, pkg-config: C code of aws-lc-sys
 #   musl-tools   musl-gcc, for the static veil-launcher (decision 24; with the rustup target
 #                x86_64-unknown-linux-musl, added below when rustup is there)
+#   python3      real programs nobody here wrote run under the launcher and on volumes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 openssl curl ca-certificates procps build-essential pkg-config musl-tools)
+packages=(fuse3 openssl curl ca-certificates procps build-essential pkg-config musl-tools python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1447,6 +1447,25 @@ assert open(x).read() == "Y" and open(y).read() == "X"
 expect_errno(errno.ENOENT, renameat2, x, os.path.join(m, "none"), 2)
 renameat2(x, os.path.join(m, "z"), 1)
 
+# fallocate: size grows; punch hole and zero range read back as zeros; others EOPNOTSUPP.
+fa = os.path.join(m, "falloc")
+with open(fa, "wb") as f:
+    f.write(b"\x01" * 10000)
+fd = os.open(fa, os.O_RDWR)
+os.posix_fallocate(fd, 0, 20000)
+assert os.fstat(fd).st_size == 20000 and os.pread(fd, 4, 9998) == b"\x01\x01\x00\x00"
+def fallocate(mode, off, ln):
+    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+fallocate(3, 100, 5000)  # PUNCH_HOLE | KEEP_SIZE
+assert os.pread(fd, 5002, 99) == b"\x01" + bytes(5000) + b"\x01"
+fallocate(0x10, 19000, 2000)  # ZERO_RANGE past the end
+assert os.fstat(fd).st_size == 21000
+expect_errno(errno.EOPNOTSUPP, fallocate, 8, 0, 4096)  # COLLAPSE_RANGE
+os.close(fd)
+os.unlink(fa)
+
 # 8. statfs; special files; directories.
 sv = os.statvfs(m)
 assert sv.f_bsize > 0 and sv.f_namemax == 255 and sv.f_blocks > 0, sv

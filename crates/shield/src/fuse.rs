@@ -700,6 +700,44 @@ impl fuser::Filesystem for Fs {
         self.entry(r, reply);
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let rest = mode & !libc::FALLOC_FL_KEEP_SIZE;
+        let mut v = self.vol();
+        let r = match rest {
+            // Reserve space: nothing is preallocated, only the size grows.
+            0 => match v.getattr(ino.0) {
+                Ok(a) if !keep && offset.saturating_add(length) > a.size => {
+                    v.truncate(ino.0, offset.saturating_add(length))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
+            libc::FALLOC_FL_PUNCH_HOLE if keep => v.zero_range(ino.0, offset, length, true),
+            libc::FALLOC_FL_ZERO_RANGE => v.zero_range(ino.0, offset, length, keep),
+            // Collapse/insert range, unshare, punch hole without KEEP_SIZE.
+            _ => {
+                drop(v);
+                return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+            }
+        };
+        drop(v);
+        self.shared.schedule(self.group_delay);
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn mknod(
         &self,
         _req: &Request,

@@ -507,6 +507,30 @@ impl Volume {
         Ok(())
     }
 
+    /// Make bytes `off .. off + len` of a file read as zeros (`fallocate` punch hole and zero
+    /// range); the size grows to `off + len` unless `keep_size`. Zeros are written: no space is
+    /// saved, the data simply reads as zeros.
+    pub fn zero_range(
+        &mut self,
+        ino: Ino,
+        off: u64,
+        len: u64,
+        keep_size: bool,
+    ) -> Result<(), Error> {
+        let size = self.file(ino)?.size;
+        let end = off.saturating_add(len);
+        let stop = if keep_size { end.min(size) } else { end };
+        const PIECE: u64 = 1 << 20;
+        let zeros = vec![0u8; PIECE as usize];
+        let mut pos = off;
+        while pos < stop {
+            let n = (stop - pos).min(PIECE);
+            self.write(ino, pos, &zeros[..n as usize])?;
+            pos += n;
+        }
+        Ok(())
+    }
+
     /// Change a file's size.
     pub fn truncate(&mut self, ino: Ino, size: u64) -> Result<(), Error> {
         let cur = self.file(ino)?.size;
@@ -632,12 +656,17 @@ impl Volume {
     /// Returns the first problem found.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
         let mut r = VerifyReport::default();
+        // A file with several names (hard links) is checked and counted once.
+        let mut seen = std::collections::HashSet::new();
         for e in self.list() {
             match e.kind {
                 Kind::Dir => r.dirs += 1,
                 Kind::Symlink => r.symlinks += 1,
                 Kind::File => {
                     let ino = self.resolve(&e.path)?;
+                    if !seen.insert(ino) {
+                        continue;
+                    }
                     let f = self.file(ino)?;
                     r.files += 1;
                     r.chunks += nchunks(f.size);

@@ -1093,6 +1093,7 @@ mod tests {
             ["/", "/a", "/a/b", "/a/b/g", "/a/s", "/h2", "/s2"],
             "every name is listed at its own path"
         );
+        assert_eq!(v.verify().unwrap().files, 1, "one file, checked once");
         v.remove("/h2").unwrap();
         v.remove("/a/b/g").unwrap();
         commit_ack(&mut v);

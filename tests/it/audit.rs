@@ -245,7 +245,7 @@ fn e2e_log_verifies_has_the_events_and_no_secret() {
         );
     }
     assert!(ev.iter().any(|e| matches!(e,
-        Event::ServiceAttested { session: s, service, tier, measurement }
+        Event::ServiceAttested { session: s, service, tier, measurement, .. }
             if s == session && service == "envcas" && tier == "sim" && *measurement == mrenclave)));
     assert!(ev.iter().any(|e| matches!(e,
         Event::AttestationRefused { session: s, service, reason }

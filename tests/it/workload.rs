@@ -150,6 +150,52 @@ fn msg(v: &serde_json::Value) -> Vec<String> {
     serde_json::from_value(v["msg"].clone()).unwrap_or_default()
 }
 
+/// `c` without the `LD_*` variables of the test process (cargo sets `LD_LIBRARY_PATH`): the
+/// LAS refuses a launcher with any of them in its environment.
+fn without_ld(mut c: std::process::Command) -> std::process::Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The workload-visible answer of every refused attestation (issue 16 §5, "Oracles").
+const REFUSED: &str =
+    "The CAS refused this attestation; the reason is in the CAS's audit log (attestation_refused)";
+
+/// The events of the CAS's audit log in `data`.
+fn audit_events(data: &Path) -> Vec<veil_audit::Event> {
+    let bytes = std::fs::read(data.join("audit.log")).unwrap();
+    veil_audit::read_entries(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// The reason of the last `attestation_refused` audit entry.
+fn last_refusal(data: &Path) -> String {
+    audit_events(data)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e {
+            veil_audit::Event::AttestationRefused { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .expect("an attestation_refused entry")
+}
+
+/// The answer is the one generic refusal; the audit log has `detail`.
+#[track_caller]
+fn assert_refused(s: &Setup, v: &serde_json::Value, detail: &str) {
+    assert_eq!(v["code"], "attestation_refused", "{v}");
+    assert_eq!(msg(v), ["Attestation failed", REFUSED], "{v}");
+    let reason = last_refusal(s._data.path());
+    assert!(reason.contains(detail), "{detail} not in {reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_tier_needs_allow_sim_and_debug_mode() {
     // Without --allow-sim-tier: refused even though the policy tolerates debug-mode.
@@ -158,8 +204,7 @@ async fn sim_tier_needs_allow_sim_and_debug_mode() {
     let req = c.sim_request("s/app", b"program", None).await;
     let (st, v) = c.attest(&req).await.unwrap_err();
     assert_eq!(st, 403);
-    assert_eq!(v["code"], "attestation_sim_disabled");
-    assert_eq!(msg(&v)[0], "Attestation failed");
+    assert_refused(&s, &v, "attestation_sim_disabled");
     drop(s);
 
     // With it, but the policy does not tolerate debug-mode: refused.
@@ -171,7 +216,7 @@ async fn sim_tier_needs_allow_sim_and_debug_mode() {
     let mut c = Conn::open(&s.cas).await;
     let req = c.sim_request("s/app", b"program", None).await;
     let (_, v) = c.attest(&req).await.unwrap_err();
-    assert_eq!(v["code"], "attestation_sim_not_tolerated");
+    assert_refused(&s, &v, "attestation_sim_not_tolerated");
 
     // Both: the configuration arrives, placeholders expanded.
     let req = c.sim_request("d/app", b"program", None).await;
@@ -205,22 +250,30 @@ async fn sim_tier_needs_allow_sim_and_debug_mode() {
 async fn measurement_nonce_and_binding_are_enforced() {
     let s = setup(&["--allow-sim-tier"], &[session("s", DEBUG)]).await;
     let mut c = Conn::open(&s.cas).await;
-    // Wrong measurement: SCONE's chain.
+    // Wrong measurement: the workload gets the generic refusal (not the expected
+    // MRENCLAVE); SCONE's chain is in the audit log.
     let req = c.sim_request("s/app", b"another program", None).await;
     let (st, v) = c.attest(&req).await.unwrap_err();
     assert_eq!(st, 403);
-    assert_eq!(v["code"], "attestation_factor_mismatch");
-    assert_eq!(
-        msg(&v),
-        vec![
-            "Attestation failed".to_string(),
-            format!(
-                "Unexpected enclave measurement (MRENCLAVE, {}) - Expected {}",
-                mrenclave(b"another program"),
-                mrenclave(b"program")
-            )
-        ]
+    assert!(!v.to_string().contains(&mrenclave(b"program")), "{v}");
+    assert_refused(
+        &s,
+        &v,
+        &format!(
+            "attestation_factor_mismatch: Attestation failed: Unexpected enclave measurement (MRENCLAVE, {}) - Expected {}",
+            mrenclave(b"another program"),
+            mrenclave(b"program")
+        ),
     );
+    let wrong_measurement = v.clone();
+    // An unknown session and an unknown service: the same answer, the detail audited.
+    for id in ["nosuch/app", "s/nosuch"] {
+        let req = c.sim_request(id, b"program", None).await;
+        let (st, v) = c.attest(&req).await.unwrap_err();
+        assert_eq!(st, 403, "{id}");
+        assert_eq!(v, wrong_measurement, "{id}");
+        assert_refused(&s, &v, "config_not_found: Attestation failed: Could not find service");
+    }
     // The nonce of that attempt is used up: replaying the request is refused.
     let (_, v) = c.attest(&req).await.unwrap_err();
     assert_eq!(v["code"], "attestation_nonce_unknown");
@@ -228,13 +281,13 @@ async fn measurement_nonce_and_binding_are_enforced() {
     let other = Identity::generate("other", &[]).unwrap();
     let req = c.sim_request("s/app", b"program", Some(&other)).await;
     let (_, v) = c.attest(&req).await.unwrap_err();
-    assert_eq!(v["code"], "attestation_binding_mismatch");
+    assert_refused(&s, &v, "attestation_binding_mismatch");
     // A nonce issued on one connection, evidence bound to it, sent on another connection:
     // the binding names the first connection's key, so it fails on the second.
     let req = c.sim_request("s/app", b"program", None).await;
     let mut c2 = Conn::open(&s.cas).await;
     let (_, v) = c2.attest(&req).await.unwrap_err();
-    assert_eq!(v["code"], "attestation_binding_mismatch");
+    assert_refused(&s, &v, "attestation_binding_mismatch");
     // The correct request works once; the same request again is a nonce replay.
     let req = c.sim_request("s/app", b"program", None).await;
     let cfg = c.attest(&req).await.unwrap();
@@ -353,7 +406,9 @@ async fn volume_tags_and_leases() {
     assert_eq!(cfg2.volumes[0].tag, Some(B.parse().unwrap()));
     assert_eq!(cfg2.volumes[0].key, key);
 
-    // Recorded tags and keys survive a CAS restart (leases and instance tokens do not).
+    // Recorded tags and keys survive a CAS restart; an exited instance's token stays
+    // unknown (leases and the tokens of instances holding them survive: cas.rs).
+    assert_eq!(c2.exit(cfg2.instance_token.clone()).await, 200);
     drop(c);
     drop(c2);
     drop(cas);
@@ -422,7 +477,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .attest(&node_request(&node, "node-1", &n, &c.id))
         .await
         .unwrap_err();
-    assert_eq!(v["code"], "attestation_node_key_untrusted");
+    assert_refused(&s, &v, "attestation_node_key_untrusted");
 
     // A stranger cannot register it.
     let stranger = Identity::generate("stranger", &[]).unwrap();
@@ -484,7 +539,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .attest(&node_request(&node, "node-2", &n, &c.id))
         .await
         .unwrap_err();
-    assert_eq!(v["code"], "attestation_bad_evidence");
+    assert_refused(&s, &v, "attestation_bad_evidence");
 
     // Revoked: refused again.
     let o = veil(oh.path())
@@ -497,7 +552,7 @@ async fn node_keys_are_registered_by_the_owner_only() {
         .attest(&node_request(&node, "node-1", &n, &c.id))
         .await
         .unwrap_err();
-    assert_eq!(v["code"], "attestation_node_key_untrusted");
+    assert_refused(&s, &v, "attestation_node_key_untrusted");
 }
 
 /// `veil envcas` (the real launcher) against the real CAS, in the `sim` tier.
@@ -562,7 +617,7 @@ impl Envcas {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> std::process::Output {
-        launcher_command(program)
+        without_ld(launcher_command(program))
             .env("HOME", self.home.path())
             .env("VEIL_LOG", "warn")
             .env("SCONE_CONFIG_ID", format!("{}/{service}", self.session))
@@ -601,19 +656,24 @@ async fn envcas_example_end_to_end() {
     // No generated secret in the launcher's own output.
     assert!(!stderr.contains(lines[0]), "{stderr}");
 
-    // A modified launcher copy: SCONE's measurement error.
-    let copy = e.out.path().join("veil-modified");
-    let mut bytes = std::fs::read(&veil_bin).unwrap();
+    // A modified launcher copy: refused with the generic answer; SCONE's measurement error
+    // is in the audit log.
+    // Named `envcas` (the multi-call launcher is envcas by that name).
+    std::fs::create_dir_all(e.out.path().join("modified")).unwrap();
+    let copy = e.out.path().join("modified/envcas");
+    let mut bytes = std::fs::read(crate::support::launcher_bin()).unwrap();
     bytes.extend_from_slice(b"modified");
     std::fs::write(&copy, bytes).unwrap();
     std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = e.run(&copy, "envcas", &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("Attestation failed"), "{err}");
+    assert!(err.contains("Attestation failed") && err.contains(REFUSED), "{err}");
+    assert!(!err.contains("Unexpected enclave measurement"), "{err}");
     assert!(
-        err.contains("Unexpected enclave measurement (MRENCLAVE, "),
-        "{err}"
+        last_refusal(e.s._data.path()).contains("Unexpected enclave measurement (MRENCLAVE, "),
+        "{}",
+        last_refusal(e.s._data.path())
     );
     assert!(!String::from_utf8_lossy(&o.stdout).contains(lines[0]));
 }
@@ -718,12 +778,17 @@ async fn envcas_node_tier_end_to_end() {
     let o = e.run_with(&veil_bin, "envcas", &[], &node_env);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("Attestation failed"), "{err}");
-    assert!(err.contains("is not registered with this CAS"), "{err}");
+    assert!(err.contains("Attestation failed") && err.contains(REFUSED), "{err}");
+    assert!(
+        last_refusal(e.s._data.path()).contains("is not registered with this CAS"),
+        "{}",
+        last_refusal(e.s._data.path())
+    );
     // The sim tier is refused by this CAS.
     let o = e.run(&veil_bin, "envcas", &[]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("tier is disabled"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(REFUSED));
+    assert!(last_refusal(e.s._data.path()).contains("tier is disabled"));
     // Registered by the owner: works.
     let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
     let o = veil(e.home.path())
@@ -749,17 +814,115 @@ async fn envcas_node_tier_end_to_end() {
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(lines[0].len(), 32);
-    // A modified launcher copy: the LAS hashes the copy, the CAS refuses the measurement.
-    let copy = e.out.path().join("veil-modified-node");
-    let mut bytes = std::fs::read(&veil_bin).unwrap();
+    // The audit entry names who the LAS signed for.
+    let attested = audit_events(e.s._data.path())
+        .into_iter()
+        .rev()
+        .find_map(|ev| match ev {
+            veil_audit::Event::ServiceAttested { tier, node, .. } if tier == "node" => node,
+            _ => None,
+        })
+        .expect("a node-tier service_attested entry with its requester");
+    assert_eq!((attested.uid, attested.gid), (0, 0));
+    assert_eq!(attested.node_id, "node-e2e");
+    assert!(attested.cgroup.starts_with('/'), "{attested:?}");
+    assert!(attested.pid > 0);
+    // A modified launcher copy: the LAS hashes the copy and refuses it (not an accepted
+    // launcher); nothing reaches the CAS.
+    std::fs::create_dir_all(e.out.path().join("modified-node")).unwrap();
+    let copy = e.out.path().join("modified-node/envcas");
+    let mut bytes = std::fs::read(crate::support::launcher_bin()).unwrap();
     bytes.extend_from_slice(b"modified");
     std::fs::write(&copy, bytes).unwrap();
     std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = e.run_with(&copy, "envcas", &[], &node_env);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not an accepted launcher"), "{err}");
+}
+
+/// The `veil.node` restriction of a service: uids and cgroup prefixes the LAS signed for, and
+/// `node` evidence only (issue 16 §1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_restriction_limits_uids_cgroups_and_tier() {
+    let e = Envcas::with_cas_flags(&["--allow-sim-tier"]).await;
+    let las = start_las(e.home.path(), "node-r");
+    let node = veil_las::key::NodeKey::load_or_create(&las.data_dir).unwrap();
+    let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
+    let o = veil(e.home.path())
+        .args(["cas", "register-node", &node.key_hash(), "--node-id", "node-r"])
+        .args(["--spki-hex", &spki_hex])
+        .output()
+        .unwrap();
+    assert_success(&o);
+    let mrenclave = String::from_utf8(
+        veil(e.home.path())
+            .env("SCONE_HASH", "1")
+            .arg("envcas")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let service = |name: &str, node: &str| {
+        format!(
+            "   - name: {name}\n     image_name: envcas_image\n     mrenclaves: [$MRENCLAVE]\n     command: envcas -c 'true'\n     pwd: /\n     veil:\n       node: {node}\n"
+        )
+    };
+    let o = e.out.path().display().to_string();
+    let yaml = std::fs::read_to_string(crate::support::data("envcas-session.yaml"))
+        .unwrap()
+        .replace("/work/out", &format!("{o}/out"))
+        .replace(
+            "services:\n",
+            &format!(
+                "services:\n{}{}{}",
+                service("root_any_cgroup", "{uids: [0], cgroups: [\"/\"]}"),
+                service("uid_4242", "{uids: [4242]}"),
+                service("other_cgroup", "{cgroups: [\"/no-such.slice/\"]}"),
+            ),
+        );
+    let file = e.out.path().join("restricted.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    create_session(e.home.path(), "restricted", &mrenclave, &file);
+    let socket = las.socket.display().to_string();
+    let run = |service: &str, mode: &str| {
+        without_ld(launcher_command(&crate::support::veil_bin()))
+            .env("HOME", e.home.path())
+            .env("VEIL_LOG", "warn")
+            .env("SCONE_CONFIG_ID", format!("restricted/{service}"))
+            .env("VEIL_CAS_ADDR", &e.s.cas.enclave)
+            .env("VEIL_CAS_KEY_HASH", &e.s.cas.key_hash)
+            .env("VEIL_MODE", mode)
+            .env("VEIL_LAS_SOCKET", &socket)
+            .arg("envcas")
+            .output()
+            .unwrap()
+    };
+    let data = e.s._data.path();
+    // Root, any cgroup: accepted in `node`.
+    let o = run("root_any_cgroup", "node");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The same service with `sim` evidence (which this CAS and policy accept otherwise).
+    let o = run("root_any_cgroup", "sim");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(REFUSED));
+    let r = last_refusal(data);
     assert!(
-        err.contains("Unexpected enclave measurement (MRENCLAVE, "),
-        "{err}"
+        r.starts_with("attestation_node_restricted:") && r.contains("not `sim`"),
+        "{r}"
     );
+    // Another uid than the one the LAS signed for.
+    let o = run("uid_4242", "node");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(REFUSED));
+    let r = last_refusal(data);
+    assert!(r.contains("uid 0") && r.contains("veil.node.uids"), "{r}");
+    // A cgroup outside the prefixes.
+    let o = run("other_cgroup", "node");
+    assert!(!o.status.success());
+    let r = last_refusal(data);
+    assert!(r.contains("veil.node.cgroups"), "{r}");
 }

@@ -79,6 +79,23 @@ pub enum AuditError {
     Closed,
 }
 
+/// The requester the LAS signed `node`-tier evidence for (decision 20), as recorded in
+/// [`Event::ServiceAttested`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRequester {
+    /// The node id of the LAS.
+    pub node_id: String,
+    /// The launcher's pid (in the LAS's pid namespace).
+    pub pid: u32,
+    /// Its uid (`SCM_CREDENTIALS`).
+    pub uid: u32,
+    /// Its gid (`SCM_CREDENTIALS`).
+    pub gid: u32,
+    /// Its cgroup v2 path.
+    pub cgroup: String,
+}
+
 /// An audited event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -134,6 +151,9 @@ pub enum Event {
         tier: String,
         /// The measurement (64 hex).
         measurement: String,
+        /// `node` tier: who the LAS signed for (absent in other tiers and in older entries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<NodeRequester>,
     },
     /// An attestation was refused.
     AttestationRefused {

@@ -43,6 +43,7 @@ fn sample(dir: &Path) -> (Vec<u8>, String, Vec<u8>) {
             service: "x".into(),
             tier: "node".into(),
             measurement: "00".repeat(32),
+            node: None,
         },
         201,
     )

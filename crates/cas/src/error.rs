@@ -20,6 +20,13 @@ use veil_secrets::OtpError;
 /// The outer message of every refused attestation.
 pub const ATTESTATION_FAILED: &str = "Attestation failed";
 
+/// The one answer a workload gets when the session or service is unknown, its evidence does not
+/// appraise (tier, binding, node key, measurement) or the node restriction refuses it (issue 16
+/// §5, "Oracles"): it tells neither whether the session or service exists nor what the policy
+/// expects. The detail ([`ApiError::detail_code`], [`ApiError::detail_messages`]) goes to the
+/// audit log (`attestation_refused`) and the CAS log.
+pub const ATTESTATION_REFUSED: &str = "The CAS refused this attestation; the reason is in the CAS's audit log (attestation_refused)";
+
 /// An error answered to a client of either port.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -123,6 +130,10 @@ pub enum ApiError {
     /// Steps 3, 5 and 7: tier mismatch or refusal, bad evidence, binding, measurement.
     #[error("appraisal: {0}")]
     Appraisal(AppraisalError),
+    /// Step 7: the node evidence's uid or cgroup is outside the service's `veil.node`
+    /// restriction, or a restricted service attested with another tier.
+    #[error("node restriction")]
+    NodeRestricted(String),
     /// Step 4: unknown session or service (one answer for both).
     #[error("config not found")]
     ConfigNotFound {
@@ -231,9 +242,10 @@ impl ApiError {
                 (S::TOO_MANY_REQUESTS, "attestation_nonce_limit")
             }
             Self::Nonce(NonceError::Random(_)) => (S::INTERNAL_SERVER_ERROR, "internal_error"),
-            Self::Appraisal(e @ AppraisalError::UnsupportedTier(_)) => (S::BAD_REQUEST, e.code()),
-            Self::Appraisal(e) => (S::FORBIDDEN, e.code()),
-            Self::ConfigNotFound { .. } => (S::NOT_FOUND, "config_not_found"),
+            // One answer for existence, tier, evidence and measurement refusals (oracles).
+            Self::Appraisal(_) | Self::ConfigNotFound { .. } | Self::NodeRestricted(_) => {
+                (S::FORBIDDEN, "attestation_refused")
+            }
             Self::InvalidConfiguration(_) => (S::UNPROCESSABLE_ENTITY, "invalid_configuration"),
             Self::OtpMissing => (S::FORBIDDEN, "otp_missing"),
             Self::Otp(OtpError::Invalid) => (S::FORBIDDEN, "otp_invalid"),
@@ -314,10 +326,9 @@ impl ApiError {
             ],
             Self::InvalidConfigId(m) => attest(m.clone()),
             Self::Nonce(e) => attest(e.to_string()),
-            Self::Appraisal(e) => e.chain(),
-            Self::ConfigNotFound { session, service } => attest(format!(
-                "Could not find service `{service}` in session `{session}` (or the session does not exist)"
-            )),
+            Self::Appraisal(_) | Self::ConfigNotFound { .. } | Self::NodeRestricted(_) => {
+                attest(ATTESTATION_REFUSED.into())
+            }
             Self::InvalidConfiguration(m) => vec![
                 ATTESTATION_FAILED.into(),
                 "The session cannot be turned into a configuration".into(),
@@ -368,6 +379,34 @@ impl ApiError {
             Self::TagChanged { outer } => {
                 vec![outer.clone(), "The recorded tag changed concurrently".into()]
             }
+        }
+    }
+
+    /// The specific code behind a generic answer (`attestation_refused`), for the audit log
+    /// and the CAS log only; [`ApiError::code`] for every other error.
+    pub fn detail_code(&self) -> &'static str {
+        match self {
+            Self::Appraisal(e) => e.code(),
+            Self::ConfigNotFound { .. } => "config_not_found",
+            Self::NodeRestricted(_) => "attestation_node_restricted",
+            other => other.code(),
+        }
+    }
+
+    /// The specific message chain behind a generic answer, for the audit log and the CAS log
+    /// only (it may name the policy's expected measurement); [`ApiError::messages`] for every
+    /// other error.
+    pub fn detail_messages(&self) -> Vec<String> {
+        match self {
+            Self::Appraisal(e) => e.chain(),
+            Self::ConfigNotFound { session, service } => vec![
+                ATTESTATION_FAILED.into(),
+                format!(
+                    "Could not find service `{service}` in session `{session}` (or the session does not exist)"
+                ),
+            ],
+            Self::NodeRestricted(m) => vec![ATTESTATION_FAILED.into(), m.clone()],
+            other => other.messages(),
         }
     }
 
@@ -492,15 +531,20 @@ mod tests {
             (
                 ApiError::Appraisal(AppraisalError::SimDisabled),
                 403,
-                "attestation_sim_disabled",
+                "attestation_refused",
             ),
             (
                 ApiError::ConfigNotFound {
                     session: "s".into(),
                     service: "a".into(),
                 },
-                404,
-                "config_not_found",
+                403,
+                "attestation_refused",
+            ),
+            (
+                ApiError::NodeRestricted("uid 1 is not allowed".into()),
+                403,
+                "attestation_refused",
             ),
             (ApiError::OtpMissing, 403, "otp_missing"),
             (ApiError::Otp(OtpError::Invalid), 403, "otp_invalid"),
@@ -556,6 +600,34 @@ mod tests {
         }
         .messages();
         assert_eq!(m[0], ATTESTATION_FAILED);
+    }
+
+    #[test]
+    fn refused_attestations_give_one_answer_and_keep_the_detail() {
+        let expected = "ab".repeat(32);
+        let errors = [
+            ApiError::ConfigNotFound {
+                session: "secret-session".into(),
+                service: "a".into(),
+            },
+            ApiError::Appraisal(AppraisalError::NotTrustworthy(vec![])),
+            ApiError::Appraisal(AppraisalError::SimDisabled),
+            ApiError::NodeRestricted(format!("uid 7 {expected}")),
+        ];
+        let bodies: Vec<String> = errors
+            .iter()
+            .map(|e| serde_json::to_string(&e.body()).unwrap())
+            .collect();
+        assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
+        assert!(!bodies[0].contains("secret-session") && !bodies[0].contains(&expected));
+        assert_eq!(errors[0].detail_code(), "config_not_found");
+        assert!(errors[0].detail_messages().join(" ").contains("secret-session"));
+        assert_eq!(errors[1].detail_code(), "attestation_factor_mismatch");
+        assert_eq!(errors[3].detail_code(), "attestation_node_restricted");
+        assert!(errors[3].detail_messages().join(" ").contains(&expected));
+        // OTP messages stay specific.
+        assert_eq!(ApiError::OtpMissing.detail_code(), "otp_missing");
+        assert_eq!(ApiError::OtpMissing.code(), "otp_missing");
     }
 
     #[test]

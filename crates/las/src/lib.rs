@@ -6,11 +6,19 @@
 //!   `SCM_CREDENTIALS` of the request message itself), never from the request. The LAS hashes
 //!   `/proc/<pid>/exe` itself, checking the executable's (dev, inode), the process start time and
 //!   `TracerPid == 0` before and after hashing, and signs [`veil_attest::NodeClaims`]
-//!   {node id, time, pid, launcher hash, target, measurement, report data} with the node key
-//!   (ECDSA P-256). The program hash in the target is the measured launcher's word.
+//!   {node id, time, pid, uid, gid, cgroup, launcher hash, target, measurement, report data}
+//!   with the node key (ECDSA P-256). The program hash in the target is the measured
+//!   launcher's word, so only code the LAS trusts may ask (decision 20): it refuses a
+//!   requester whose executable's hash is not in its `--launcher-hash` list, that is
+//!   dynamically linked, has `LD_*` in its environment, maps executable memory other than its
+//!   executable, or is traced. The pid, uid and gid are the kernel's `SCM_CREDENTIALS`
+//!   (translated into the LAS's pid and user namespaces).
+//! * The socket is root-only (`root:root`, 0600) unless `--socket-gid` opts a group in
+//!   (`root:gid`, 0660). Connections are capped globally and per uid (`SO_PEERCRED`), with a
+//!   reserve for root, and time out quickly when idle.
 //! * TCP (default `0.0.0.0:18766`) serves only `GET /healthz` and `GET /v1/node-key`.
 //!
-//! Modules: [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
+//! Modules: [`elf`] (is an executable static?), [`key`] (the node key in the data dir), [`procfs`] (measuring a process),
 //! [`server`] (both listeners, and [`server::parse_request`], the one parser of a socket
 //! message). This crate is the server only: the socket messages are in `veil_api::las`, the
 //! client side of the socket (the launcher's) in `veil_client::las`, so the launcher links no
@@ -18,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+pub mod elf;
 pub mod key;
 pub mod procfs;
 pub mod server;

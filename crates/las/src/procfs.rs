@@ -4,6 +4,12 @@
 //! `/proc/<pid>/exe`, opens and hashes the executable, and reads them again; any change (the
 //! process exited and the pid was reused, it exec'd something else, a tracer attached) fails.
 //! Hashes are cached by (dev, inode, size, mtime, ctime) of the opened file.
+//!
+//! Between the two identity reads it also refuses a process whose executable is dynamically
+//! linked (a `PT_INTERP` program header: [`crate::elf`]), whose environment has any `LD_*`
+//! variable (`/proc/<pid>/environ`), or that maps executable memory other than its executable
+//! (`/proc/<pid>/maps`: any `x` mapping that is not the exe's (dev, inode); `[vdso]` and
+//! `[vsyscall]` are allowed): code other than the measured executable could be running in it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -73,6 +79,97 @@ pub fn parse_cgroup(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|p| p.trim_end().to_string())
+}
+
+/// The first `LD_*` variable in the text of `/proc/<pid>/environ` (NUL separated).
+pub fn find_ld_var(environ: &[u8]) -> Option<String> {
+    environ
+        .split(|&b| b == 0)
+        .find(|v| v.starts_with(b"LD_"))
+        .map(|v| {
+            let name = v.split(|&b| b == b'=').next().unwrap_or(v);
+            String::from_utf8_lossy(name).into_owned()
+        })
+}
+
+/// Linux's encoding of a device number's major and minor (as `/proc/<pid>/maps` shows them).
+fn dev_major_minor(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// The first executable mapping in the text of `/proc/<pid>/maps` that is neither the file
+/// (`exe_dev`, `exe_ino`) nor `[vdso]`/`[vsyscall]`; anonymous executable memory counts. A
+/// line that does not parse counts as well (refused rather than skipped).
+pub fn foreign_exec_mapping(maps: &str, exe_dev: u64, exe_ino: u64) -> Option<String> {
+    let (maj, min) = dev_major_minor(exe_dev);
+    for line in maps.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(_range), Some(perms), Some(_off), Some(dev), Some(ino)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            return Some(line.to_string());
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let path: Vec<&str> = it.collect();
+        let path = path.join(" ");
+        if path == "[vdso]" || path == "[vsyscall]" {
+            continue;
+        }
+        let same = dev
+            .split_once(':')
+            .and_then(|(a, b)| {
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .is_some_and(|d| d == (maj, min))
+            && ino.parse::<u64>().is_ok_and(|i| i == exe_ino && i != 0);
+        if !same {
+            return Some(if path.is_empty() {
+                "anonymous executable memory".to_string()
+            } else {
+                path
+            });
+        }
+    }
+    None
+}
+
+/// Refuse `pid` if code other than its executable may run in it (see the module docs).
+fn check_code(pid: i32, id: &ProcIdentity, exe: &File) -> Result<(), LasError> {
+    match crate::elf::has_interp(exe) {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(err(
+                pid,
+                "its executable is dynamically linked (PT_INTERP); only a static launcher is accepted",
+            ));
+        }
+        Err(e) => return Err(err(pid, format!("its executable is not a usable ELF file: {e}"))),
+    }
+    let base = format!("/proc/{pid}");
+    let environ = std::fs::read(format!("{base}/environ"))
+        .map_err(|e| err(pid, format!("reading {base}/environ: {e}")))?;
+    if let Some(name) = find_ld_var(&environ) {
+        return Err(err(
+            pid,
+            format!("its environment sets {name} (no LD_* variable is accepted)"),
+        ));
+    }
+    let maps = std::fs::read_to_string(format!("{base}/maps"))
+        .map_err(|e| err(pid, format!("reading {base}/maps: {e}")))?;
+    if let Some(m) = foreign_exec_mapping(&maps, id.exe_dev, id.exe_ino) {
+        return Err(err(
+            pid,
+            format!("it maps executable code other than its executable: {m}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Read the [`ProcIdentity`] of `pid`.
@@ -157,6 +254,7 @@ impl Measurer {
                 h
             }
         };
+        check_code(pid, &before, &file)?;
         let after = identity(pid)?;
         if after != before {
             return Err(err(
@@ -191,15 +289,39 @@ mod tests {
     }
 
     #[test]
-    fn measures_own_executable() -> Result<(), LasError> {
+    fn finds_ld_variables() {
+        assert_eq!(find_ld_var(b"A=1\0LD_PRELOAD=/x.so\0"), Some("LD_PRELOAD".into()));
+        assert_eq!(find_ld_var(b"A=1\0XLD_X=1\0"), None);
+        assert_eq!(find_ld_var(b""), None);
+    }
+
+    #[test]
+    fn finds_foreign_executable_mappings() {
+        // dev 0xfd01 = 253:1
+        let exe = "00400000-00401000 r-xp 00000000 fd:01 42 /usr/bin/veil-launcher\n";
+        let vdso = "7ffd0000-7ffd2000 r-xp 00000000 00:00 0 [vdso]\n";
+        let data = "00600000-00601000 rw-p 00000000 00:00 0 \n";
+        let ok = format!("{exe}{vdso}{data}");
+        assert_eq!(foreign_exec_mapping(&ok, 0xfd01, 42), None);
+        let lib = format!("{ok}7f000000-7f001000 r-xp 00000000 fd:01 43 /tmp/evil.so\n");
+        assert_eq!(foreign_exec_mapping(&lib, 0xfd01, 42), Some("/tmp/evil.so".into()));
+        let anon = format!("{ok}7f000000-7f001000 rwxp 00000000 00:00 0 \n");
+        assert_eq!(
+            foreign_exec_mapping(&anon, 0xfd01, 42),
+            Some("anonymous executable memory".into())
+        );
+        // Same inode on another device is another file.
+        assert!(foreign_exec_mapping(exe, 0xfd02, 42).is_some());
+        assert!(foreign_exec_mapping("garbage\n", 0xfd01, 42).is_some());
+    }
+
+    #[test]
+    fn refuses_a_dynamic_executable() {
         let m = Measurer::new();
-        let pid = i32::try_from(std::process::id()).map_err(|_| err(0, "pid"))?;
-        let exe = std::env::current_exe().map_err(|e| LasError::io("current_exe", e))?;
-        let want = veil_attest::measure::hash_file(&exe).map_err(|e| LasError::io("hash", e))?;
-        assert_eq!(m.measure(pid)?, want);
-        // Second time from the cache, same answer.
-        assert_eq!(m.measure(pid)?, want);
+        let pid = i32::try_from(std::process::id()).map_err(|_| err(0, "pid")).unwrap();
+        // The test binary links glibc dynamically.
+        let e = m.measure(pid).unwrap_err().to_string();
+        assert!(e.contains("dynamically linked"), "{e}");
         assert!(m.measure(i32::MAX).is_err());
-        Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
 use nix::sys::socket::{
@@ -17,7 +17,7 @@ use nix::sys::socket::{
     sockopt,
 };
 use nix::sys::time::TimeVal;
-use veil_attest::{NodeClaims, NodeEvidence, UnixTime, measurement};
+use veil_attest::{Digest32, NodeClaims, NodeEvidence, UnixTime, measurement};
 
 use crate::LasError;
 use crate::key::NodeKey;
@@ -35,15 +35,72 @@ pub struct LasConfig {
     pub data_dir: PathBuf,
     /// The node id put into claims (must match the CAS registration).
     pub node_id: String,
+    /// `None`: the socket is root's only (`root:root`, mode 0600). `Some(gid)`: `root:gid`,
+    /// mode 0660 (the group may ask for evidence).
+    pub socket_gid: Option<u32>,
+    /// SHA-256 of the accepted launcher executables; a requester whose executable hashes to
+    /// anything else is refused. Must not be empty.
+    pub launcher_hashes: Vec<Digest32>,
 }
 
 /// At most this many evidence requests are served at once; more are closed unanswered.
-const MAX_ACTIVE: usize = 64;
+pub const MAX_ACTIVE: usize = 64;
+/// At most this many concurrent requests per uid (of the connecting process, `SO_PEERCRED`).
+pub const MAX_PER_UID: usize = 8;
+/// Slots of [`MAX_ACTIVE`] that only root (uid 0) may use.
+pub const ROOT_RESERVE: usize = MAX_PER_UID;
+/// How long a connection may stay silent before its request arrives.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Shared {
     key: NodeKey,
     node_id: String,
     measurer: Measurer,
+    launcher_hashes: Vec<Digest32>,
+}
+
+/// Concurrent connections, globally and per uid (decision 20: a local user's idle connections
+/// must not starve another uid's launcher).
+#[derive(Debug, Default)]
+pub struct Slots {
+    inner: std::sync::Mutex<(usize, HashMap<u32, usize>)>,
+}
+
+impl Slots {
+    /// Take a slot for `uid`, or say why not.
+    pub fn take(&self, uid: u32) -> Result<(), &'static str> {
+        let mut g = self.inner.lock().map_err(|_| "lock poisoned")?;
+        let (total, per) = &mut *g;
+        let mine = per.get(&uid).copied().unwrap_or(0);
+        if mine >= MAX_PER_UID {
+            return Err("this uid has too many concurrent evidence requests");
+        }
+        let cap = if uid == 0 {
+            MAX_ACTIVE
+        } else {
+            MAX_ACTIVE - ROOT_RESERVE
+        };
+        if *total >= cap {
+            return Err("too many concurrent evidence requests");
+        }
+        *total += 1;
+        per.insert(uid, mine + 1);
+        Ok(())
+    }
+
+    /// Give back a slot of `uid`.
+    pub fn give(&self, uid: u32) {
+        if let Ok(mut g) = self.inner.lock() {
+            let (total, per) = &mut *g;
+            *total = total.saturating_sub(1);
+            if let Some(n) = per.get_mut(&uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per.remove(&uid);
+                }
+            }
+        }
+    }
 }
 
 /// A bound LAS (both listeners open), ready to [`Las::run`].
@@ -67,7 +124,7 @@ fn sockerr(what: String) -> impl FnOnce(nix::Error) -> LasError {
     move |e| LasError::io(what, std::io::Error::from(e))
 }
 
-fn bind_unix(path: &Path) -> Result<OwnedFd, LasError> {
+fn bind_unix(path: &Path, gid: Option<u32>) -> Result<OwnedFd, LasError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -97,10 +154,22 @@ fn bind_unix(path: &Path) -> Result<OwnedFd, LasError> {
     socket::setsockopt(&fd, sockopt::PassCred, &true)
         .map_err(sockerr(format!("SO_PASSCRED on {shown}")))?;
     let addr = UnixAddr::new(path).map_err(sockerr(format!("socket path {shown}")))?;
-    socket::bind(fd.as_raw_fd(), &addr).map_err(sockerr(format!("binding {shown}")))?;
-    // Any local process may ask: what it gets is a signed statement about itself.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| LasError::io(format!("chmod {shown}"), e))?;
+    // The socket is created without any permission for group and others (umask 0177) and
+    // only then given its owner and mode: nobody else can connect in between. The process is
+    // still single-threaded here (`Las::bind` runs before any thread starts).
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = socket::bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(sockerr(format!("binding {shown}")))?;
+    // Root-only by default (decision 20); `--socket-gid` opts one group in.
+    let (group, mode) = match gid {
+        None => (0, 0o600),
+        Some(g) => (g, 0o660),
+    };
+    std::os::unix::fs::chown(path, Some(0), Some(group))
+        .map_err(|e| LasError::io(format!("chown root:{group} {shown}"), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| LasError::io(format!("chmod {mode:o} {shown}"), e))?;
     let backlog = Backlog::new(128).map_err(sockerr("backlog".into()))?;
     socket::listen(&fd, backlog).map_err(sockerr(format!("listening on {shown}")))?;
     Ok(fd)
@@ -109,8 +178,13 @@ fn bind_unix(path: &Path) -> Result<OwnedFd, LasError> {
 impl Las {
     /// Load or create the node key and bind both listeners.
     pub fn bind(config: &LasConfig) -> Result<Self, LasError> {
+        if config.launcher_hashes.is_empty() {
+            return Err(LasError::Protocol(
+                "no accepted launcher hash (give --launcher-hash)".into(),
+            ));
+        }
         let key = NodeKey::load_or_create(&config.data_dir)?;
-        let unix = bind_unix(&config.socket)?;
+        let unix = bind_unix(&config.socket, config.socket_gid)?;
         let tcp = std::net::TcpListener::bind(config.listen)
             .map_err(|e| LasError::io(format!("binding {}", config.listen), e))?;
         Ok(Self {
@@ -118,6 +192,7 @@ impl Las {
                 key,
                 node_id: config.node_id.clone(),
                 measurer: Measurer::new(),
+                launcher_hashes: config.launcher_hashes.clone(),
             }),
             unix,
             tcp,
@@ -179,7 +254,7 @@ impl Las {
 }
 
 fn accept_loop(listener: OwnedFd, shared: Arc<Shared>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Slots::default());
     loop {
         let raw = match socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
@@ -192,21 +267,29 @@ fn accept_loop(listener: OwnedFd, shared: Arc<Shared>) {
         };
         // SAFETY: `raw` is a new descriptor just returned by accept4 and owned by nobody else.
         let conn = unsafe { OwnedFd::from_raw_fd(raw) };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_ACTIVE {
-            active.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!("too many concurrent evidence requests; closing one");
+        // The connecting process's uid, as the kernel recorded it at connect time.
+        let uid = match socket::getsockopt(&conn, sockopt::PeerCredentials) {
+            Ok(c) => c.uid(),
+            Err(e) => {
+                tracing::warn!("no peer credentials on an evidence connection: {e}");
+                continue;
+            }
+        };
+        if let Err(why) = slots.take(uid) {
+            tracing::warn!(uid, "{why}; closing a connection");
             continue;
         }
         let shared = shared.clone();
-        let active2 = active.clone();
+        let slots2 = slots.clone();
         let spawned = std::thread::Builder::new()
             .name("las-conn".into())
             .spawn(move || {
                 handle(&conn, &shared);
-                active2.fetch_sub(1, Ordering::SeqCst);
+                drop(conn);
+                slots2.give(uid);
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
+            slots.give(uid);
             tracing::error!("cannot start a thread for an evidence request: {e}");
         }
     }
@@ -284,13 +367,22 @@ fn evidence_for(shared: &Shared, body: &[u8], sender: Sender) -> Result<NodeEvid
         return Err(LasError::Protocol(format!("invalid sender pid {pid}")));
     }
     let launcher_hash = shared.measurer.measure(pid)?;
+    if !shared.launcher_hashes.contains(&launcher_hash) {
+        return Err(LasError::Measure {
+            pid,
+            reason: format!(
+                "its executable (SHA-256 {launcher_hash}) is not an accepted launcher (--launcher-hash)"
+            ),
+        });
+    }
+    let measurement = measurement(&launcher_hash, &req.target);
     let claims = NodeClaims {
         node_id: shared.node_id.clone(),
         time: UnixTime::now(),
         pid: u32::try_from(pid).map_err(|_| LasError::Protocol("pid".into()))?,
         launcher_hash,
         target: req.target,
-        measurement: measurement(&launcher_hash, &req.target),
+        measurement,
         report_data: req.report_data,
         uid: sender.uid,
         gid: sender.gid,
@@ -299,6 +391,9 @@ fn evidence_for(shared: &Shared, body: &[u8], sender: Sender) -> Result<NodeEvid
     let signature = shared.key.sign(&claims.signed_bytes())?;
     tracing::info!(
         pid,
+        uid = claims.uid,
+        gid = claims.gid,
+        cgroup = %claims.cgroup,
         launcher = %launcher_hash,
         measurement = %claims.measurement,
         "issued node evidence"
@@ -311,7 +406,10 @@ fn evidence_for(shared: &Shared, body: &[u8], sender: Sender) -> Result<NodeEvid
 }
 
 fn handle(conn: &OwnedFd, shared: &Shared) {
-    let timeout = TimeVal::new(5, 0);
+    let timeout = TimeVal::new(
+        i64::try_from(IDLE_TIMEOUT.as_secs()).unwrap_or(2),
+        0,
+    );
     // Best effort: on failure the request simply has no timeout.
     let _ = socket::setsockopt(conn, sockopt::ReceiveTimeout, &timeout);
     let _ = socket::setsockopt(conn, sockopt::PassCred, &true);
@@ -324,6 +422,7 @@ fn handle(conn: &OwnedFd, shared: &Shared) {
         Ok(ev) => EvidenceResponse::Evidence(Box::new(ev)),
         Err(e) => {
             tracing::warn!("refused an evidence request: {e}");
+            // The reason goes to the requester too: it is about its own process.
             EvidenceResponse::Error(e.to_string())
         }
     };
@@ -367,6 +466,35 @@ mod tests {
                 .to_string()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn slots_per_uid_and_root_reserve() {
+        let s = Slots::default();
+        for _ in 0..MAX_PER_UID {
+            s.take(65534).unwrap();
+        }
+        assert!(s.take(65534).is_err(), "per-uid cap");
+        // Other uids fill the rest of the non-root slots...
+        let mut uid = 1000;
+        let mut taken = MAX_PER_UID;
+        while taken < MAX_ACTIVE - ROOT_RESERVE {
+            for _ in 0..MAX_PER_UID.min(MAX_ACTIVE - ROOT_RESERVE - taken) {
+                s.take(uid).unwrap();
+                taken += 1;
+            }
+            uid += 1;
+        }
+        assert!(s.take(uid + 1).is_err(), "global cap for non-root");
+        // ... and root still has its reserve.
+        for _ in 0..ROOT_RESERVE {
+            s.take(0).unwrap();
+        }
+        assert!(s.take(0).is_err());
+        s.give(0);
+        s.take(0).unwrap();
+        s.give(65534);
+        assert!(s.take(65534).is_err(), "the non-root slots are still full");
     }
 
     proptest! {

@@ -272,6 +272,21 @@ fn service(x: &Service, canon: bool) -> V {
         "one_time_password_shared_secret",
         x.one_time_password_shared_secret.as_deref().map(s),
     );
+    // The veil extension is written only when present (in canonical mode too), so that the
+    // hash of every session without it is what it was before the extension existed.
+    if let Some(r) = &x.node_restriction {
+        let mut n = M::new(canon);
+        n.put(
+            "uids",
+            V::Seq(r.uids.iter().map(|u| int(u64::from(*u))).collect()),
+        )
+        .put("cgroups", V::Seq(strs(&r.cgroups)));
+        let node = n.done();
+        let mut v = M::new(canon);
+        v.put("node", node);
+        let veil = v.done();
+        m.put("veil", veil);
+    }
     m.done()
 }
 

@@ -169,6 +169,46 @@ pub struct Service {
     pub platforms: Vec<String>,
     /// Per-service OTP secret (base32 or placeholder).
     pub one_time_password_shared_secret: Option<String>,
+    /// veil extension `veil: {node: …}`: the service attests only in the `node` tier, and only
+    /// with evidence the LAS signed for these uids / cgroups.
+    pub node_restriction: Option<NodeRestriction>,
+}
+
+/// `services[].veil.node` (a veil extension, not SCONE's): who the LAS may have signed `node`
+/// evidence for. A service with it attests in the `node` tier only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRestriction {
+    /// Accepted requester uids (empty: any uid).
+    pub uids: Vec<u32>,
+    /// Accepted cgroup v2 path prefixes, matched by whole path components (empty: any cgroup).
+    pub cgroups: Vec<String>,
+}
+
+impl NodeRestriction {
+    /// Does evidence signed for `uid` in `cgroup` pass? `Err` names the reason.
+    pub fn check(&self, uid: u32, cgroup: &str) -> Result<(), String> {
+        if !self.uids.is_empty() && !self.uids.contains(&uid) {
+            return Err(format!(
+                "the LAS signed for uid {uid}, which the service's `veil.node.uids` does not list"
+            ));
+        }
+        if !self.cgroups.is_empty() && !self.cgroups.iter().any(|p| cgroup_under(cgroup, p)) {
+            return Err(format!(
+                "the LAS signed for cgroup `{cgroup}`, which is under none of the service's `veil.node.cgroups`"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Is the cgroup path `cg` the prefix `p` or below it (whole components: `/a/b` is under `/a`
+/// and `/a/`, `/ab` is not under `/a`)?
+pub fn cgroup_under(cg: &str, p: &str) -> bool {
+    if p == "/" {
+        return cg.starts_with('/');
+    }
+    let p = p.strip_suffix('/').unwrap_or(p);
+    cg == p || cg.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl fmt::Debug for Service {
@@ -192,6 +232,7 @@ impl fmt::Debug for Service {
                     .as_ref()
                     .map(|_| "<redacted>"),
             )
+            .field("node_restriction", &self.node_restriction)
             .finish()
     }
 }

@@ -679,3 +679,39 @@ fn dot_names_are_refused_everywhere() {
     )
     .unwrap();
 }
+
+#[test]
+fn veil_node_restriction_extension() {
+    let base = "name: s\nversion: \"0.3\"\nservices:\n  - name: app\n    command: x\n    mrenclaves: [\"";
+    let doc = |ext: &str| format!("{base}{}\"]\n{ext}", "ab".repeat(32));
+    let plain = parse("s.yaml", &doc("")).unwrap();
+    assert_eq!(plain.services[0].node_restriction, None);
+    let ext = "    veil:\n      node:\n        uids: [0, 1000]\n        cgroups: [\"/kubepods.slice/\", \"/system.slice/app.service\"]\n";
+    let s = parse("s.yaml", &doc(ext)).unwrap();
+    let r = s.services[0].node_restriction.clone().unwrap();
+    assert_eq!(r.uids, [0, 1000]);
+    assert_eq!(r.cgroups, ["/kubepods.slice/", "/system.slice/app.service"]);
+    // Covered by the hash and kept by the round trip.
+    assert_ne!(s.hash(None), plain.hash(None));
+    let back = parse("again.yaml", &s.to_yaml()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.hash(None), s.hash(None));
+    // The check: uids and cgroup prefixes by whole components.
+    assert!(r.check(1000, "/kubepods.slice/pod1/c").is_ok());
+    assert!(r.check(1000, "/system.slice/app.service").is_ok());
+    assert!(r.check(1000, "/system.slice/app.service2").is_err());
+    assert!(r.check(65534, "/kubepods.slice/pod1").unwrap_err().contains("uid 65534"));
+    assert!(r.check(0, "/user.slice").unwrap_err().contains("cgroup"));
+    // Unknown fields and bad values are errors with line:column.
+    for (bad, want) in [
+        ("    veil:\n      nodes: {}\n", "unknown"),
+        ("    veil:\n      node:\n        uid: [1]\n", "unknown"),
+        ("    veil:\n      node:\n        uids: [-1]\n", "non-negative"),
+        ("    veil:\n      node:\n        uids: [4294967296]\n", "out of range"),
+        ("    veil:\n      node:\n        cgroups: [\"kubepods\"]\n", "absolute cgroup"),
+        ("    veil:\n      node:\n        cgroups: [\"/a/../b\"]\n", "absolute cgroup"),
+    ] {
+        let e = parse("s.yaml", &doc(bad)).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("s.yaml:"), "{bad}: {e}");
+    }
+}

@@ -7,21 +7,28 @@
 //! 4. [`Workload::load`] — the session's current version, the service, the secret values;
 //! 5. [`Workload::decide_tier`] — `sim`/`node`/hardware tier decision (decision 1);
 //! 6. [`reference_values`] — the service's attestation factors;
-//! 7. [`Workload::appraise`] — the pure appraisal with the expected binding (decision 10);
+//! 7. [`Workload::appraise`] — the pure appraisal with the expected binding (decision 10),
+//!    then [`node_restriction`], the service's `veil.node` restriction (uids and cgroups the
+//!    LAS signed for; `node` evidence only);
 //! 8. [`Workload::second_factor`] — the OTP, only now (decision 13);
 //! 9. [`access_token`] — `security.service_access_token`;
 //! 10. [`Workload::configure`] — volume keys, leases, recorded tags, the instance and the
 //!     answer; a [`LeaseGuard`] releases the leases if anything after taking them fails.
 //!
 //! Every refusal is an [`ApiError`] whose message chain starts with `Attestation failed`;
-//! the route writes it to the audit log as `attestation_refused`.
+//! the route writes its detail ([`ApiError::detail_messages`]) to the audit log as
+//! `attestation_refused` and to the CAS log. An unknown session or service, an evidence,
+//! tier or measurement refusal and a node-restriction refusal all answer the workload the
+//! same `attestation_refused` (no existence or expected-measurement oracle); OTP and access
+//! token refusals stay specific (they come only after the measurement passed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use veil_api::workload::{AttestRequest, CodeRegion, ConfigId, ConfigResponse, VolumeGrant};
 use veil_attest::{
-    AppraisalError, Collateral, Expected, Nonce, ReferenceValues, ReportData, Tier, UnixTime,
+    AppraisalError, Collateral, Evidence, Expected, Nonce, ReferenceValues, ReportData, Tier,
+    UnixTime,
 };
 use veil_policy::{Service, Session};
 use veil_secrets::{OtpError, OtpState, SecretValues};
@@ -48,6 +55,26 @@ struct Appraised {
     tier: Tier,
     measurement: String,
     node: Option<String>,
+    /// `node` tier: who the LAS signed for (audited).
+    requester: Option<veil_audit::NodeRequester>,
+}
+
+/// Step 7 (end): the service's `veil.node` restriction, if it has one. Only `node` evidence
+/// can pass it (the uid and cgroup mean something only there), and only for the listed uids
+/// and cgroup prefixes. Runs after the appraisal verified the LAS's signature.
+fn node_restriction(service: &Service, evidence: &Evidence) -> Result<(), ApiError> {
+    let Some(r) = &service.node_restriction else {
+        return Ok(());
+    };
+    match evidence {
+        Evidence::Node(ev) => r
+            .check(ev.claims.uid, &ev.claims.cgroup)
+            .map_err(ApiError::NodeRestricted),
+        other => Err(ApiError::NodeRestricted(format!(
+            "the service has a `veil.node` restriction: only `node` evidence is accepted, not `{}`",
+            other.tier().as_str()
+        ))),
+    }
 }
 
 /// Step 1: the config id parses.
@@ -122,6 +149,7 @@ impl Workload {
         self.decide_tier(tier, session)?; // 5
         let reference = reference_values(session, service, &values)?; // 6
         let appraised = self.appraise(peer, &req, &reference, &loaded, at)?; // 7
+        node_restriction(service, &req.evidence)?;
         self.second_factor(target, session, service, &values)
             .await?; // 8
         access_token(session, &values, req.service_access_token.as_ref())?; // 9
@@ -135,7 +163,7 @@ impl Workload {
     }
 
     /// Step 4: the session's **current** version and its sealed secret values; an unknown
-    /// session or service answers the same `config_not_found`.
+    /// session or service is a `config_not_found` detail behind the generic refusal.
     fn load(&self, t: Target<'_>) -> Result<(Arc<Loaded>, SecretValues), ApiError> {
         let loaded = self
             .sessions
@@ -182,10 +210,21 @@ impl Workload {
             tracing::info!(session = %loaded.hash, tier = %req.tier.as_str(), code = e.code(), "attestation refused");
             ApiError::Appraisal(e)
         })?;
+        let requester = match &req.evidence {
+            Evidence::Node(ev) => Some(veil_audit::NodeRequester {
+                node_id: ev.claims.node_id.clone(),
+                pid: ev.claims.pid,
+                uid: ev.claims.uid,
+                gid: ev.claims.gid,
+                cgroup: ev.claims.cgroup.clone(),
+            }),
+            _ => None,
+        };
         Ok(Appraised {
             tier: result.tier,
             measurement: result.claims.measurement.to_string(),
             node: result.claims.node_id.clone(),
+            requester,
         })
     }
 
@@ -365,7 +404,7 @@ impl Workload {
             }
         };
         running.instances.insert(
-            id,
+            id.clone(),
             Instance {
                 session: t.session.to_string(),
                 volumes: vol_states,
@@ -373,12 +412,15 @@ impl Workload {
                 last_seen: now,
             },
         );
+        // The leases taken are persisted before the answer (state.rs).
+        self.persist_instance(&mut running, &id, now).await?;
         drop(running);
         tracing::info!(
             session = %loaded.hash,
             tier = %appraised.tier.as_str(),
             measurement = %appraised.measurement,
             node = ?appraised.node,
+            requester = ?appraised.requester,
             "service attested"
         );
         self.store
@@ -387,6 +429,7 @@ impl Workload {
                 service: t.service.to_string(),
                 tier: appraised.tier.as_str().to_string(),
                 measurement: appraised.measurement.clone(),
+                node: appraised.requester.clone(),
             }])
             .await?;
         guard.commit();

@@ -122,7 +122,10 @@ async fn attest_route(
     match w.attest(&peer, req).await {
         Ok(cfg) => Ok(json(StatusCode::OK, &cfg)),
         Err(e) => {
-            let reason = format!("{}: {}", e.code(), e.messages().join(": "));
+            // The detail (also behind a generic `attestation_refused` answer) is audited and
+            // logged; the workload gets only the answer.
+            let reason = format!("{}: {}", e.detail_code(), e.detail_messages().join(": "));
+            tracing::info!(%session, %service, %reason, "attestation refused");
             w.store
                 .audit(vec![veil_audit::Event::AttestationRefused {
                     session,

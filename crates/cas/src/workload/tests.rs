@@ -211,7 +211,8 @@ async fn sim_needs_the_cas_switch_and_debug_mode() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "attestation_sim_disabled");
+    assert_eq!(err.detail_code(), "attestation_sim_disabled");
+    assert_eq!(err.code(), "attestation_refused");
     assert_eq!(err.messages()[0], "Attestation failed");
 
     let e = env(true);
@@ -220,7 +221,8 @@ async fn sim_needs_the_cas_switch_and_debug_mode() {
         e.w.attest(&l.peer, sim_request(&e, &l, "s/app"))
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "attestation_sim_not_tolerated");
+    assert_eq!(err.detail_code(), "attestation_sim_not_tolerated");
+    assert_eq!(err.code(), "attestation_refused");
 
     let e = env(true);
     upload(&e, &session_yaml(DEBUG)).await;
@@ -265,7 +267,8 @@ async fn binding_nonce_and_measurement_are_checked() {
     let other = launcher_conn();
     let req = sim_request(&e, &other, "s/app");
     let err = e.w.attest(&l.peer, req).await.unwrap_err();
-    assert_eq!(err.code(), "attestation_binding_mismatch");
+    assert_eq!(err.detail_code(), "attestation_binding_mismatch");
+    assert_eq!(err.code(), "attestation_refused");
     // Another program.
     let mut req = sim_request(&e, &l, "s/app");
     let Evidence::Sim(s) = &req.evidence else {
@@ -277,21 +280,28 @@ async fn binding_nonce_and_measurement_are_checked() {
     };
     req.evidence = Evidence::Sim(SimEvidence::new(launcher(), bad, rd));
     let err = e.w.attest(&l.peer, req).await.unwrap_err();
-    assert_eq!(err.code(), "attestation_factor_mismatch");
+    assert_eq!(err.detail_code(), "attestation_factor_mismatch");
+    assert_eq!(err.code(), "attestation_refused");
     assert_eq!(err.messages()[0], "Attestation failed");
     let want = format!(
         "Unexpected enclave measurement (MRENCLAVE, {}) - Expected {}",
         veil_attest::measurement(&launcher(), &bad),
         mrenclave()
     );
-    assert_eq!(err.messages()[1], want);
+    assert_eq!(err.detail_messages()[1], want);
+    // The workload sees none of it (no expected-measurement oracle).
+    let shown = err.messages().join("\n");
+    assert!(!shown.contains(&mrenclave()), "{shown}");
+    let refused = err.body();
     // Unknown service / session.
     for id in ["s/nope", "nope/app"] {
         let err =
             e.w.attest(&l.peer, sim_request(&e, &l, id))
                 .await
                 .unwrap_err();
-        assert_eq!(err.code(), "config_not_found", "{id}");
+        assert_eq!(err.detail_code(), "config_not_found", "{id}");
+        assert_eq!(err.code(), "attestation_refused", "{id}");
+        assert_eq!(err.body(), refused, "one answer for {id} and a wrong measurement");
     }
     let err =
         e.w.attest(&l.peer, sim_request(&e, &l, "noslash"))
@@ -374,7 +384,7 @@ async fn otp_valid_replay_wrong_missing() {
     };
     req.evidence = Evidence::Sim(SimEvidence::new(launcher(), other, rd));
     assert_eq!(
-        e.w.attest(&l.peer, req).await.unwrap_err().code(),
+        e.w.attest(&l.peer, req).await.unwrap_err().detail_code(),
         "attestation_factor_mismatch"
     );
     let st: OtpState = {
@@ -527,7 +537,8 @@ async fn node_tier_uses_registered_keys() {
     let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
     let node_req = |e: &Env| node_request(e, &l, "node-1", &key, &spki);
     let err = e.w.attest(&l.peer, node_req(&e)).await.unwrap_err();
-    assert_eq!(err.code(), "attestation_node_key_untrusted");
+    assert_eq!(err.detail_code(), "attestation_node_key_untrusted");
+    assert_eq!(err.code(), "attestation_refused");
     let rec = spki.clone();
     e.w.change_nodes(move |list| {
         list.push(NodeRecord {
@@ -688,6 +699,7 @@ async fn audit_events_of_attestation_tags_and_otp_lockout() {
             service: "app".into(),
             tier: "sim".into(),
             measurement: mrenclave(),
+            node: None,
         }
     );
     assert_eq!(
@@ -830,7 +842,8 @@ async fn revoking_a_node_id_revokes_every_active_key() {
         e.w.attest(&l.peer, node_req(&key_b, &spki_b))
             .await
             .unwrap_err();
-    assert_eq!(err.code(), "attestation_node_key_untrusted");
+    assert_eq!(err.detail_code(), "attestation_node_key_untrusted");
+    assert_eq!(err.code(), "attestation_refused");
     assert!(
         matches!(
             &err,

@@ -192,52 +192,35 @@ fn refuses_a_cas_with_another_key() {
     );
 }
 
-fn start_las(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+fn start_las(dir: &std::path::Path) -> std::path::PathBuf {
     let socket = dir.join("las.sock");
+    let me = std::env::current_exe().unwrap();
     let las = Las::bind(&LasConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         socket: socket.clone(),
         data_dir: dir.join("data"),
         node_id: "n1".into(),
+        socket_gid: None,
+        // Even with its own hash listed, the (dynamically linked) test binary is refused.
+        launcher_hashes: vec![veil_attest::measure::hash_file(&me).unwrap()],
     })
     .unwrap();
-    let key = veil_las::key::NodeKey::load_or_create(&dir.join("data")).unwrap();
     std::thread::spawn(move || las.run());
-    (socket, key.spki_der().to_vec())
+    socket
 }
 
+/// The node tier end to end (registered key accepted, unregistered refused, measurement
+/// matched) needs the static launcher as the requester: tests/it/workload.rs
+/// (`envcas_node_tier_end_to_end`) and tests/it/las.rs. Here: the LAS refuses a dynamically
+/// linked requester, and the launcher reports the LAS's reason.
 #[test]
-fn node_tier_registered_key_works_unregistered_is_refused() {
+fn node_tier_refuses_a_dynamic_requester() {
     let d = tempfile::tempdir().unwrap();
-    let (socket, spki) = start_las(d.path());
-    let want = crate::program::own_measurement(&target()).unwrap();
-    let evidence = |rd| {
-        veil_client::las::request_evidence(&socket, rd, target())
-            .map(Evidence::Node)
-            .map_err(|e| LauncherError::new(e.to_string()))
-    };
-    // The `node` tier needs no debug-mode tolerance.
-    let cas = start_cas(&[session(&want, "")], &[("n1", &spki)]);
-    let cfg = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap();
-    assert_eq!(cfg.argv[0].expose_secret(), "prog");
-
-    let other = tempfile::tempdir().unwrap();
-    let other_key = veil_las::key::NodeKey::load_or_create(other.path()).unwrap();
-    let cas = start_cas(&[session(&want, "")], &[("n1", other_key.spki_der())]);
-    let e = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap_err();
-    assert_eq!(e.chain[0], "Attestation failed");
-    assert!(
-        e.chain[1].contains("is not registered with this CAS"),
-        "{e:?}"
-    );
-
-    // The node tier also matches measurements: a wrong mrenclave is refused.
-    let cas = start_cas(&[session(&Digest32::of(b"other"), "")], &[("n1", &spki)]);
-    let e = attest(&cas.target, "s/svc", Tier::Node, None, evidence).unwrap_err();
-    assert!(
-        e.chain[1].starts_with("Unexpected enclave measurement (MRENCLAVE, "),
-        "{e:?}"
-    );
+    let socket = start_las(d.path());
+    let e = veil_client::las::request_evidence(&socket, veil_attest::ReportData([1; 64]), target())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dynamically linked"), "{e}");
 }
 
 #[test]

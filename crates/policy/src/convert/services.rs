@@ -15,6 +15,9 @@
 //!   variant; `attestation` and `mrenclaves` together are an error.
 //! * `platforms` entries are 64 hex, `INTEL_QE_ID:<32 hex>` or a placeholder (not supported yet:
 //!   a warning). `one_time_password_shared_secret` is checked as in [`super::security`].
+//! * `veil` (a veil extension, not SCONE's language) holds `node: {uids, cgroups}`: `uids` a
+//!   list of integers below 2^32, `cgroups` a list of absolute cgroup v2 path prefixes (no
+//!   `.`/`..` component, no empty component except a trailing `/`). Unknown keys are errors.
 
 use super::reader::{Cx, clip, is_hex, join};
 use super::security::otp_secret;
@@ -36,6 +39,7 @@ const SERVICE_KEYS: &[&str] = &[
     "mrenclaves",
     "platforms",
     "one_time_password_shared_secret",
+    "veil",
 ];
 
 pub(super) fn service(cx: &mut Cx, n: &Node, path: &str) -> Option<Service> {
@@ -180,7 +184,59 @@ pub(super) fn service(cx: &mut Cx, n: &Node, path: &str) -> Option<Service> {
         s.one_time_password_shared_secret =
             otp_secret(cx, o, &join(path, "one_time_password_shared_secret"));
     }
+    if let Some(v) = f.present("veil") {
+        s.node_restriction = veil_extension(cx, v, &join(path, "veil"));
+    }
     Some(s)
+}
+
+/// `services[].veil`: `{node: {uids: [...], cgroups: [...]}}`.
+fn veil_extension(cx: &mut Cx, n: &Node, path: &str) -> Option<NodeRestriction> {
+    let f = cx.map(n, path, &["node"])?;
+    let node = f.present("node")?;
+    let path = join(path, "node");
+    let nf = cx.map(node, &path, &["uids", "cgroups"])?;
+    let mut r = NodeRestriction::default();
+    if let Some(u) = nf.present("uids") {
+        let p = join(&path, "uids");
+        for (ip, item) in cx.list(u, &p) {
+            if let Some(v) = cx.uint(item, &ip) {
+                match u32::try_from(v) {
+                    Ok(v) => r.uids.push(v),
+                    Err(_) => cx.err(item.pos, &ip, format!("uid {v} is out of range (below 2^32)")),
+                }
+            }
+        }
+    }
+    if let Some(c) = nf.present("cgroups") {
+        let p = join(&path, "cgroups");
+        for (ip, item) in cx.list(c, &p) {
+            let Some(v) = cx.string(item, &ip) else {
+                continue;
+            };
+            let body = v.strip_suffix('/').unwrap_or(&v);
+            let ok = v.starts_with('/')
+                && !v.contains('\0')
+                && (body.is_empty()
+                    || body
+                        .split('/')
+                        .skip(1)
+                        .all(|c| !c.is_empty() && c != "." && c != ".."));
+            if ok {
+                r.cgroups.push(v);
+            } else {
+                cx.err(
+                    item.pos,
+                    &ip,
+                    format!(
+                        "expected an absolute cgroup path prefix (e.g. `/kubepods.slice/`), found `{}`",
+                        clip(&v)
+                    ),
+                );
+            }
+        }
+    }
+    Some(r)
 }
 
 fn variant(cx: &mut Cx, n: &Node, path: &str) -> Option<AttestationVariant> {

@@ -29,6 +29,17 @@ pub struct ServeArgs {
     /// host name.
     #[arg(long)]
     node_id: Option<String>,
+    /// Let this numeric group use the evidence socket (`root:GID`, mode 0660). Default: the
+    /// socket is root's only (`root:root`, mode 0600).
+    #[arg(long, value_name = "GID")]
+    socket_gid: Option<u32>,
+    /// SHA-256 (64 hex) of an accepted launcher executable; repeat for several veil releases
+    /// on one node. Default: the hash of the launcher this `veil` finds (`--launcher`,
+    /// `VEIL_LAUNCHER`, `veil-launcher` beside `veil`, or the one built with it).
+    #[arg(long = "launcher-hash", value_name = "SHA256")]
+    launcher_hashes: Vec<String>,
+    #[command(flatten)]
+    launcher: crate::cmd::run::LauncherArg,
 }
 
 /// Run a LAS subcommand.
@@ -47,17 +58,37 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             .to_string(),
     };
     anyhow::ensure!(!node_id.is_empty(), "the node id is empty (give --node-id)");
+    let launcher_hashes = if a.launcher_hashes.is_empty() {
+        let path = a.launcher.path()?;
+        vec![
+            veil_attest::measure::hash_file(&path)
+                .with_context(|| format!("hashing the launcher {}", path.display()))?,
+        ]
+    } else {
+        a.launcher_hashes
+            .iter()
+            .map(|h| {
+                h.parse::<veil_attest::Digest32>()
+                    .map_err(|e| anyhow::anyhow!("--launcher-hash {h}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let las = Las::bind(&LasConfig {
         listen: a.listen,
         socket: a.socket.clone(),
         data_dir: a.data_dir,
         node_id: node_id.clone(),
+        socket_gid: a.socket_gid,
+        launcher_hashes: launcher_hashes.clone(),
     })
     .context("Could not start the LAS")?;
     let addr = las.tcp_addr()?;
     println!("LAS node key hash: {}", las.node_key_hash());
     println!("LAS node id: {node_id}");
     println!("LAS evidence socket: {}", a.socket.display());
+    for h in &launcher_hashes {
+        println!("LAS accepts launcher: {h}");
+    }
     println!("LAS is listening on {addr}");
     use std::io::Write as _;
     std::io::stdout().flush().ok();

@@ -370,7 +370,7 @@ mod rollback {
 
     use veil_api::workload::{
         ATTEST_PATH, AttestRequest, ConfigId, ConfigResponse, EXIT_PATH, ExitRequest,
-        NONCE_PATH, NonceResponse, TAGS_PATH, TagUpdateRequest,
+        HEARTBEAT_PATH, HeartbeatRequest, NONCE_PATH, NonceResponse, TAGS_PATH, TagUpdateRequest,
     };
     use veil_attest::{Digest32, Evidence, ReportData, SimEvidence, Target, Tier};
     use veil_audit::Event;
@@ -393,11 +393,7 @@ mod rollback {
             Self { id, conn }
         }
 
-        pub(super) async fn post(
-            &mut self,
-            path: &str,
-            body: Vec<u8>,
-        ) -> (u16, serde_json::Value) {
+        pub(super) async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
             let a = self
                 .conn
                 .request(Method::POST, path, Some(body))
@@ -422,7 +418,10 @@ mod rollback {
                 evidence: Evidence::Sim(SimEvidence::new(launcher(), target(), rd)),
                 service_access_token: None,
             };
-            match self.post(ATTEST_PATH, serde_json::to_vec(&req).unwrap()).await {
+            match self
+                .post(ATTEST_PATH, serde_json::to_vec(&req).unwrap())
+                .await
+            {
                 (200, v) => Ok(serde_json::from_value(v).unwrap()),
                 other => Err(other),
             }
@@ -433,7 +432,9 @@ mod rollback {
                 instance_token: cfg.instance_token.clone(),
                 status: 0,
             };
-            self.post(EXIT_PATH, serde_json::to_vec(&req).unwrap()).await.0
+            self.post(EXIT_PATH, serde_json::to_vec(&req).unwrap())
+                .await
+                .0
         }
     }
 
@@ -521,8 +522,7 @@ mod rollback {
         /// database is put back and the CAS starts again.
         fn restore_is_refused(&mut self, old: &[u8], kind: &str) {
             let log = self.data.path().join("audit.log");
-            let entries =
-                veil_audit::read_entries(&std::fs::read(&log).unwrap()).unwrap();
+            let entries = veil_audit::read_entries(&std::fs::read(&log).unwrap()).unwrap();
             let last_start = entries
                 .iter()
                 .rposition(|e| matches!(e.event, Event::CasStarted { .. }))
@@ -633,5 +633,101 @@ mod rollback {
         c.exit(&cfg).await;
         drop(c);
         s.restore_is_refused(&old, "workload_otp");
+    }
+
+    /// Single writer per `rollback_protected` volume across a CAS restart (decision 9): the
+    /// lease A holds is persisted, so after the restart B's attestation for the same volume
+    /// is refused with 409 `volume_in_use`; A's instance token is still known (heartbeat and
+    /// tag update work); once A exits, B gets the lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_survives_a_cas_restart() {
+        let mut s = Setup::new(&[session("t", true, "")]).await;
+        let mut a = Conn::open(&s.cas).await;
+        let cfg_a = a.attest("t/app").await.unwrap();
+        drop(a);
+        s.restart();
+
+        let mut b = Conn::open(&s.cas).await;
+        let (st, v) = b.attest("t/app").await.unwrap_err();
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (409, Some("volume_in_use")),
+            "{v}"
+        );
+
+        let mut a = Conn::open(&s.cas).await;
+        let hb = HeartbeatRequest {
+            instance_token: cfg_a.instance_token.clone(),
+        };
+        let (st, v) = a
+            .post(HEARTBEAT_PATH, serde_json::to_vec(&hb).unwrap())
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let req = TagUpdateRequest {
+            instance_token: cfg_a.instance_token.clone(),
+            volume: "V1".into(),
+            old_tag: None,
+            new_tag: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+        };
+        let (st, v) = a.post(TAGS_PATH, serde_json::to_vec(&req).unwrap()).await;
+        assert_eq!(st, 200, "{v}");
+
+        // A second restart: still held.
+        drop(a);
+        drop(b);
+        s.restart();
+        let mut b = Conn::open(&s.cas).await;
+        let (st, v) = b.attest("t/app").await.unwrap_err();
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (409, Some("volume_in_use")),
+            "{v}"
+        );
+
+        // The owner force-releases it (durably): B gets it; A has lost its lease, its
+        // heartbeat and tag update answer 409 `volume_in_use` (what the launcher sees).
+        let mut oc = Connection::connect("cas", &s.cas.api, Some(&s.cas.key_hash), Some(&s.owner))
+            .await
+            .unwrap();
+        let r = oc
+            .request(Method::DELETE, "/v1/leases/t/V1", None)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (r.status.as_u16(), v["released"].as_bool()),
+            (200, Some(true)),
+            "{v}"
+        );
+        let cfg_b = b.attest("t/app").await.unwrap();
+        assert_eq!(
+            cfg_b.volumes[0].tag,
+            Some("0123456789abcdef0123456789abcdef".parse().unwrap())
+        );
+        let mut a = Conn::open(&s.cas).await;
+        let (st, v) = a
+            .post(HEARTBEAT_PATH, serde_json::to_vec(&hb).unwrap())
+            .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (409, Some("volume_in_use")),
+            "{v}"
+        );
+        let (st, v) = a.post(TAGS_PATH, serde_json::to_vec(&req).unwrap()).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (409, Some("volume_in_use")),
+            "{v}"
+        );
+
+        // B exits (released durably): a new instance gets the lease after a restart.
+        assert_eq!(b.exit(&cfg_b).await, 200);
+        drop(a);
+        drop(b);
+        drop(oc);
+        s.restart();
+        let mut c = Conn::open(&s.cas).await;
+        let cfg_c = c.attest("t/app").await.unwrap();
+        c.exit(&cfg_c).await;
     }
 }

@@ -415,6 +415,9 @@ async fn get_values(
     Ok(axum::Json(value).into_response())
 }
 
+/// How often lapsed persisted leases are removed.
+const LEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
 /// Serve `router` with TLS on `listener` until the process ends. Each connection's client
 /// certificate (if any) is attached to its requests as [`ConnInfo`].
 pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, router: Router) {
@@ -580,9 +583,20 @@ pub async fn start(opts: ServeOptions) -> Result<Running, CasError> {
             source,
         })?;
     tracing::info!(%api_addr, %enclave_addr, "CAS listening (client API, enclave API)");
+    let sweeper = state.workload.clone();
     let tasks = vec![
         tokio::spawn(serve_tls(api, acceptor.clone(), api_router(state.clone()))),
         tokio::spawn(serve_tls(enclave, acceptor, enclave_router(state))),
+        // Persisted leases that lapsed without heartbeats are removed from the DB.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = sweeper.sweep().await {
+                    tracing::warn!(error = %e, "removing lapsed leases failed");
+                }
+            }
+        }),
     ];
     Ok(Running {
         api_addr,

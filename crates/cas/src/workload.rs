@@ -144,6 +144,7 @@ impl Workload {
                 "the `sim` attestation tier is enabled: workloads whose policy tolerates debug-mode are accepted on their own word"
             );
         }
+        let store_for_leases = store.clone();
         Ok(Arc::new(Self {
             sessions: Sessions::new(store.clone()),
             store,
@@ -155,7 +156,10 @@ impl Workload {
             allow_sim,
             nodes: RwLock::new(nodes),
             nodes_write: tokio::sync::Mutex::new(()),
-            running: Arc::default(),
+            running: Arc::new(tokio::sync::Mutex::new(state::Running::load(
+                &store_for_leases,
+                now_ms(),
+            )?)),
         }))
     }
 
@@ -244,7 +248,13 @@ impl Workload {
         change(&mut list)?;
         let new = serde_json::to_vec(&list).map_err(|e| ApiError::internal("node registry", e))?;
         let swapped = store
-            .kv_swap(NODES_TABLE, REGISTRY_KEY, raw.as_deref(), Some(&new), Vec::new())
+            .kv_swap(
+                NODES_TABLE,
+                REGISTRY_KEY,
+                raw.as_deref(),
+                Some(&new),
+                Vec::new(),
+            )
             .await?;
         if swapped.is_err() {
             return Err(ApiError::internal(

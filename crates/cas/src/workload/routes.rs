@@ -32,6 +32,9 @@ use crate::server::{Caller, ConnInfo, Owner};
 /// Path of one registered node key (`DELETE`).
 pub const NODE_PATH: &str = "/v1/nodes/{key_hash}";
 
+/// Path of one volume lease (`DELETE`: the owner's force-release, decision 9).
+pub const LEASE_PATH: &str = "/v1/leases/{session}/{volume}";
+
 const NONCE_REFUSED: &str = "Failed to issue an attestation nonce";
 const TAGS_REFUSED: &str = "Cannot update a volume tag";
 const HEARTBEAT_REFUSED: &str = "Cannot renew the instance's leases";
@@ -39,6 +42,7 @@ const EXIT_REFUSED: &str = "Cannot report the exit";
 const REGISTER_REFUSED: &str = "Cannot register the node key";
 const LIST_REFUSED: &str = "Cannot list the node keys";
 const REVOKE_REFUSED: &str = "Cannot revoke the node key";
+const RELEASE_REFUSED: &str = "Cannot release the volume lease";
 
 /// The workload routes (enclave port 18765).
 pub fn enclave_routes() -> Vec<RouteDef> {
@@ -58,6 +62,7 @@ pub fn owner_routes() -> Vec<RouteDef> {
         RouteDef::new(Verb::Post, NODES_PATH, register_node_route).outer(REGISTER_REFUSED),
         RouteDef::new(Verb::Get, NODES_PATH, list_nodes_route).outer(LIST_REFUSED),
         RouteDef::new(Verb::Delete, NODE_PATH, revoke_node_route).outer(REVOKE_REFUSED),
+        RouteDef::new(Verb::Delete, LEASE_PATH, release_lease_route).outer(RELEASE_REFUSED),
     ]
 }
 
@@ -297,5 +302,35 @@ async fn revoke_node_route(
             node_id,
             revoked: true,
         },
+    ))
+}
+
+/// `DELETE /v1/leases/{session}/{volume}`: the owner force-releases the lease of a
+/// `rollback_protected` volume (decision 9), durably and audited; the former holder's next
+/// tag update or heartbeat re-takes it if it is still free, else gets 409 `volume_in_use`.
+/// Answers `{"released": true, "holder": "<short id>"}`, or `{"released": false}` when
+/// nobody held it.
+async fn release_lease_route(
+    State(w): State<Arc<Workload>>,
+    Owner(peer): Owner,
+    Path((session, volume)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let holder = w.force_release(&session, &volume).await?;
+    let Some(holder) = holder else {
+        return Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "released": false }),
+        ));
+    };
+    tracing::info!(%volume, %holder, owner = %peer.key_hash, "volume lease force-released");
+    w.store
+        .audit(vec![veil_audit::Event::OwnerAction {
+            action: format!("lease force-released: {session}/{volume} (holder {holder})"),
+            by: peer.key_hash.clone(),
+        }])
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "released": true, "holder": holder }),
     ))
 }

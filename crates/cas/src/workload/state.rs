@@ -1,15 +1,32 @@
-//! Running instances and their leases, in memory: the state an attestation creates
-//! ([`Running`]), the guard that undoes it when the attestation does not complete
-//! ([`LeaseGuard`]), and the operations of a running instance: tag updates, heartbeats and
-//! the exit report.
+//! Running instances and their leases: the state an attestation creates ([`Running`]), the
+//! guard that undoes it when the attestation does not complete ([`LeaseGuard`]), and the
+//! operations of a running instance: tag updates, heartbeats and the exit report.
 //!
 //! Tag updates and lease changes are serialized by the one async mutex around [`Running`],
 //! held across the durable compare-and-swap, so a lease check cannot go stale before the
-//! write. After a CAS restart every lease is free and old instance tokens are unknown.
+//! write.
+//!
+//! # Persisted leases (decision 9, issue 16 §5)
+//!
+//! An instance that holds a lease has a sealed record in [`LEASES_TABLE`], keyed by its
+//! instance id (SHA-256 of the token; the token itself is never stored): its session, its
+//! volumes and code region (what a tag update needs) and the leases it holds with the time
+//! each was acquired. The record is written, in the DB's group commit and before the answer,
+//! whenever the set of leases the instance holds changes: acquisition (attestation, or a tag
+//! update / heartbeat re-taking a lapsed lease), release (exit) and the owner's
+//! force-release; a lease lapsed without heartbeats has its record removed by the periodic
+//! [`Workload::sweep`]. Heartbeats (renewals) stay in memory.
+//!
+//! At start the records are loaded: every persisted lease is live for one full TTL from the
+//! start, and the instance ids stay known, so the holder's heartbeats and tag updates
+//! continue across a CAS restart (instance tokens survive restarts). An instance without a
+//! lease (no `rollback_protected` volume) is not persisted: after a restart its token is
+//! unknown (`instance_unknown`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use veil_api::workload::{
     ExitRequest, HeartbeatResponse, TagUpdateRequest, TagUpdateResponse, UpdatePolicy,
@@ -20,8 +37,11 @@ use super::tags::{self, InUse, Leases, TAGS_TABLE, TagRecord, TagRefusal};
 use super::{Workload, instance_id, now_ms};
 use crate::error::ApiError;
 
+/// Sealed table of the instances that hold leases (see the module doc).
+pub const LEASES_TABLE: &str = "workload_leases";
+
 /// A volume (or the code region) of a running instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct VolState {
     pub(super) policy: UpdatePolicy,
     pub(super) key_fp: String,
@@ -38,18 +58,77 @@ pub(super) struct Instance {
     pub(super) last_seen: u64,
 }
 
+/// The persisted record of an instance holding leases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceRecord {
+    /// Instance id.
+    id: String,
+    session: String,
+    volumes: BTreeMap<String, VolState>,
+    code: Option<VolState>,
+    /// The leases held: (volume, acquired at, ms since the epoch).
+    leases: Vec<(String, u64)>,
+}
+
 /// Leases and instances by instance id (SHA-256 of the token).
 #[derive(Debug, Default)]
 pub struct Running {
     pub(super) leases: Leases,
     pub(super) instances: HashMap<String, Instance>,
+    /// The stored record of every persisted instance (the compare-and-swap's expected value).
+    persisted: HashMap<String, Vec<u8>>,
 }
 
 impl Running {
-    /// Forget instance `id` and release all its leases.
+    /// Forget instance `id` and release all its leases (in memory; its persisted record, if
+    /// any, is removed by [`Workload::persist_instance`] or the next [`Workload::sweep`]).
     pub(super) fn forget(&mut self, id: &str) {
         self.instances.remove(id);
         self.leases.release_all(id);
+    }
+
+    /// The state persisted in `store` (at start, `now`): every recorded instance, every
+    /// lease live until `now` + TTL.
+    pub(super) fn load(
+        store: &crate::store::Store,
+        now: u64,
+    ) -> Result<Self, crate::store::StoreError> {
+        let mut r = Self::default();
+        for raw in store.kv_values(LEASES_TABLE)? {
+            let rec: InstanceRecord =
+                serde_json::from_slice(&raw).map_err(|_| crate::store::StoreError::Integrity {
+                    table: LEASES_TABLE,
+                    key: "instance record".into(),
+                })?;
+            for (volume, acquired_at) in &rec.leases {
+                r.leases.restore(
+                    &rec.session,
+                    volume,
+                    &rec.id,
+                    *acquired_at,
+                    now.saturating_add(tags::LEASE_TTL_MS),
+                );
+            }
+            r.instances.insert(
+                rec.id.clone(),
+                Instance {
+                    session: rec.session,
+                    volumes: rec.volumes,
+                    code: rec.code,
+                    last_seen: now,
+                },
+            );
+            r.persisted.insert(rec.id, raw);
+        }
+        if !r.persisted.is_empty() {
+            tracing::info!(
+                instances = r.persisted.len(),
+                leases = r.leases.len(),
+                "persisted volume leases restored (live for one TTL unless renewed)"
+            );
+        }
+        Ok(r)
     }
 }
 
@@ -176,11 +255,14 @@ impl Workload {
         .ok_or_else(|| ApiError::VolumeUnknown {
             outer: outer.clone(),
         })?;
-        if state.policy == UpdatePolicy::RollbackProtected {
-            running
+        let session = inst.session.clone();
+        if state.policy == UpdatePolicy::RollbackProtected
+            && running
                 .leases
-                .acquire(&inst.session, &req.volume, &id, now)
-                .map_err(|e| in_use(&outer, &req.volume, e))?;
+                .acquire(&session, &req.volume, &id, now)
+                .map_err(|e| in_use(&outer, &req.volume, e))?
+        {
+            self.persist_instance(running, &id, now).await?;
         }
         let (raw, rec) = self.tag_record(&state.table_key)?;
         let current =
@@ -213,7 +295,7 @@ impl Workload {
             // compare-and-swap cannot lose to another update of this CAS. It moves the DB
             // counter and is audited in the same group commit (decision 17).
             let event = veil_audit::Event::VolumeTagUpdated {
-                session: inst.session.clone(),
+                session,
                 volume: req.volume.clone(),
                 tag: new_tag.clone(),
             };
@@ -244,7 +326,12 @@ impl Workload {
         let running = &mut *running;
         let inst = seen(&mut running.instances, &id, now, outer)?;
         let volumes = inst.volumes.iter().map(|(n, v)| (n.as_str(), v.policy));
+        let before = running.leases.held_by(&id, now);
         take_leases(&mut running.leases, outer, &inst.session, volumes, &id, now)?;
+        if running.leases.held_by(&id, now) != before {
+            // A lapsed lease was taken again: persisted before the answer.
+            self.persist_instance(running, &id, now).await?;
+        }
         Ok(HeartbeatResponse {
             lease_ttl_ms: tags::LEASE_TTL_MS,
         })
@@ -260,8 +347,97 @@ impl Workload {
             });
         }
         running.forget(&id);
+        self.persist_instance(&mut running, &id, now_ms()).await?;
         tracing::info!(status = req.status, "workload exited");
         Ok(())
+    }
+
+    /// Make the persisted record of instance `id` match the leases it holds at `now`:
+    /// written when it holds any (and the record changed), removed when it holds none.
+    /// Call with `running` locked, before answering.
+    pub(super) async fn persist_instance(
+        &self,
+        running: &mut Running,
+        id: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let held = running.leases.held_by(id, now);
+        let new = match running.instances.get(id) {
+            Some(inst) if !held.is_empty() => {
+                let rec = InstanceRecord {
+                    id: id.to_string(),
+                    session: inst.session.clone(),
+                    volumes: inst.volumes.clone(),
+                    code: inst.code.clone(),
+                    leases: held.into_iter().map(|(_, v, at)| (v, at)).collect(),
+                };
+                Some(serde_json::to_vec(&rec).map_err(|e| ApiError::internal("lease record", e))?)
+            }
+            _ => None,
+        };
+        let old = running.persisted.get(id);
+        if old == new.as_ref() {
+            return Ok(());
+        }
+        let swapped = self
+            .store
+            .kv_swap(
+                LEASES_TABLE,
+                id.as_bytes(),
+                old.map(Vec::as_slice),
+                new.as_deref(),
+                Vec::new(),
+            )
+            .await?;
+        if swapped.is_err() {
+            return Err(ApiError::internal(
+                "lease record",
+                "changed outside the instance lock",
+            ));
+        }
+        match new {
+            Some(n) => running.persisted.insert(id.to_string(), n),
+            None => running.persisted.remove(id),
+        };
+        Ok(())
+    }
+
+    /// Remove the persisted records of instances that no longer hold a live lease (lapsed
+    /// without heartbeats, taken over, or an attestation that did not complete). Run
+    /// periodically by the server.
+    pub async fn sweep(&self) -> Result<(), ApiError> {
+        let now = now_ms();
+        let mut running = self.running.lock().await;
+        running.leases.purge(now);
+        let stale: Vec<String> = running
+            .persisted
+            .keys()
+            .filter(|id| {
+                !running.instances.contains_key(*id) || running.leases.held_by(id, now).is_empty()
+            })
+            .cloned()
+            .collect();
+        for id in stale {
+            self.persist_instance(&mut running, &id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/workload/leases/release` (owner): release the lease of (`session`,
+    /// `volume`) whoever holds it, durably. `Ok(None)` when it was not held; else the
+    /// holder's public short id.
+    pub async fn force_release(
+        &self,
+        session: &str,
+        volume: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let now = now_ms();
+        let mut running = self.running.lock().await;
+        let Some(holder) = running.leases.release(session, volume) else {
+            return Ok(None);
+        };
+        self.persist_instance(&mut running, &holder, now).await?;
+        Ok(Some(holder.chars().take(12).collect()))
     }
 }
 

@@ -8,8 +8,9 @@
 //!
 //! Leases (decision 9): at most one live lease per (session, volume) for `rollback_protected`
 //! volumes, held by an instance token, with a TTL renewed by every tag update and heartbeat,
-//! released at exit. Leases live in memory only: after a CAS restart every lease is free, and
-//! instance tokens issued before the restart are unknown (their tag updates are refused).
+//! released at exit. Acquisition, release and force-release are persisted (sealed, in the
+//! DB's group commit, see `state.rs`); heartbeats renew the expiry in memory only. After a
+//! CAS restart every persisted lease is live again for one full TTL from the start.
 
 use std::collections::HashMap;
 
@@ -136,6 +137,8 @@ pub struct Lease {
     pub holder: String,
     /// Expiry (ms since the epoch).
     pub expires: u64,
+    /// When the holder acquired it (ms since the epoch); kept across renewals.
+    pub acquired_at: u64,
 }
 
 /// Leases by (session, volume). Pure: time is passed in.
@@ -154,32 +157,86 @@ pub struct InUse {
 }
 
 impl Leases {
-    /// Take (or renew) the lease of (`session`, `volume`) for `holder` at `now`.
+    /// Take (or renew) the lease of (`session`, `volume`) for `holder` at `now`. `Ok(true)`:
+    /// newly acquired (it was free, lapsed or another's lapsed one), `Ok(false)`: renewed.
     pub fn acquire(
         &mut self,
         session: &str,
         volume: &str,
         holder: &str,
         now: u64,
-    ) -> Result<(), InUse> {
+    ) -> Result<bool, InUse> {
         let k = (session.to_string(), volume.to_string());
-        if let Some(l) = self.map.get(&k)
-            && l.holder != holder
-            && l.expires > now
-        {
-            return Err(InUse {
-                holder_short: l.holder.chars().take(12).collect(),
-                expires_in_ms: l.expires - now,
-            });
+        let expires = now.saturating_add(LEASE_TTL_MS);
+        match self.map.get_mut(&k) {
+            Some(l) if l.holder == holder && l.expires > now => {
+                l.expires = expires;
+                return Ok(false);
+            }
+            Some(l) if l.expires > now => {
+                return Err(InUse {
+                    holder_short: l.holder.chars().take(12).collect(),
+                    expires_in_ms: l.expires - now,
+                });
+            }
+            _ => {}
         }
         self.map.insert(
             k,
             Lease {
                 holder: holder.to_string(),
-                expires: now.saturating_add(LEASE_TTL_MS),
+                expires,
+                acquired_at: now,
             },
         );
-        Ok(())
+        Ok(true)
+    }
+
+    /// Put back a persisted lease (at start): live until `expires`. Of two claims on the same
+    /// lease the one acquired later wins (the earlier one had lapsed when it was taken over).
+    pub fn restore(
+        &mut self,
+        session: &str,
+        volume: &str,
+        holder: &str,
+        acquired_at: u64,
+        expires: u64,
+    ) {
+        let k = (session.to_string(), volume.to_string());
+        if self
+            .map
+            .get(&k)
+            .is_some_and(|l| l.acquired_at > acquired_at)
+        {
+            return;
+        }
+        self.map.insert(
+            k,
+            Lease {
+                holder: holder.to_string(),
+                expires,
+                acquired_at,
+            },
+        );
+    }
+
+    /// Release the lease of (`session`, `volume`) whoever holds it; its former holder.
+    pub fn release(&mut self, session: &str, volume: &str) -> Option<String> {
+        self.map
+            .remove(&(session.to_string(), volume.to_string()))
+            .map(|l| l.holder)
+    }
+
+    /// The leases `holder` holds at `now`: (session, volume, acquired_at), sorted.
+    pub fn held_by(&self, holder: &str, now: u64) -> Vec<(String, String, u64)> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(_, l)| l.holder == holder && l.expires > now)
+            .map(|((s, vol), l)| (s.clone(), vol.clone(), l.acquired_at))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Release every lease of `holder`.
@@ -306,6 +363,29 @@ mod tests {
         assert!(l.acquire("s", "V1", "h3", 12 + LEASE_TTL_MS).is_ok());
         l.purge(u64::MAX);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn acquisition_renewal_and_restore() {
+        let mut l = Leases::default();
+        // New, then renewed (the acquisition time is kept: no new persisted record).
+        assert_eq!(l.acquire("s", "V1", "h1", 0), Ok(true));
+        assert_eq!(l.acquire("s", "V1", "h1", 10), Ok(false));
+        assert_eq!(l.held_by("h1", 20), vec![("s".into(), "V1".into(), 0)]);
+        // Own lapsed lease taken again: a new acquisition.
+        assert_eq!(l.acquire("s", "V1", "h1", 11 + LEASE_TTL_MS), Ok(true));
+        assert!(l.held_by("h1", 100 + 2 * LEASE_TTL_MS).is_empty());
+        // Restored claims: the later acquisition wins, in either order.
+        let mut r = Leases::default();
+        r.restore("s", "V1", "old", 5, 1_000);
+        r.restore("s", "V1", "new", 9, 1_000);
+        r.restore("s", "V1", "older", 1, 1_000);
+        assert_eq!(r.get("s", "V1", 999).unwrap().holder, "new");
+        assert!(r.acquire("s", "V1", "other", 500).is_err());
+        assert!(r.get("s", "V1", 1_000).is_none());
+        // Force-release names the former holder.
+        assert_eq!(r.release("s", "V1"), Some("new".into()));
+        assert_eq!(r.release("s", "V1"), None);
     }
 
     #[test]

@@ -954,3 +954,96 @@ fn registry_to_registry() {
     .unwrap();
     assert_eq!(raw["layers"][2]["digest"], src_raw["layers"][2]["digest"]);
 }
+
+/// A Python that has `helm_python` (helm-python-sdk) and `kubernetes_validate` (PyPI):
+/// `VEIL_HELM_PYTHON`, else `python3`.
+fn helm_python() -> PathBuf {
+    let py = std::env::var_os("VEIL_HELM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let ok = Command::new(&py)
+        .args(["-c", "import helm_python, kubernetes_validate"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import helm_python and kubernetes_validate: pip install helm-python-sdk kubernetes-validate (in a venv; set VEIL_HELM_PYTHON to its python)",
+        py.display()
+    );
+    py
+}
+
+#[test]
+fn the_helm_chart_lints_renders_and_validates() {
+    let py = helm_python();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = counter_image(t);
+    let charts = t.join("charts");
+    let out = sconify(
+        t,
+        &[
+            &format!("--from=oci:{}:v1", src.display()),
+            &format!("--to=oci:{}:v1", t.join("dst").display()),
+            "--dir=/code",
+            "--volume=V1:/V1",
+            "--namespace=ns",
+            "--name=counter",
+            "--service-name=counter-service",
+            &format!("--k8s-helm-output-dir={}", charts.display()),
+            "--k8s-helm-workload-type=job",
+            "--k8s-helm-expose=8080",
+        ],
+    )
+    .unwrap();
+    let chart = charts.join("counter-service");
+    assert_eq!(out.json["chart"], chart.to_str().unwrap());
+    let values = fs::read_to_string(chart.join("values.yaml")).unwrap();
+    assert!(
+        values.contains(out.json["digest"].as_str().unwrap()),
+        "{values}"
+    );
+    assert!(
+        values.contains("configID: \"ns/counter/counter-service\""),
+        "{values}"
+    );
+    assert!(values.contains("workloadType: job"));
+    assert!(values.contains("volumev1:"));
+    let o = Command::new(&py)
+        .arg(crate::support::data("sconify/check_chart.py"))
+        .arg(&chart)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(report.contains("lint ok"), "{report}");
+    assert!(
+        report.contains("render job staged persistence=true"),
+        "{report}"
+    );
+    assert!(
+        report.contains("schema refuses {'replicaCount': 2}"),
+        "{report}"
+    );
+    assert!(
+        report.contains("schema refuses {'workloadType': 'daemonset'}"),
+        "{report}"
+    );
+    // A second conversion does not overwrite the chart, and fails before writing the image.
+    let e = sconify(
+        t,
+        &[
+            &format!("--from=oci:{}:v1", src.display()),
+            &format!("--to=oci:{}:v1", t.join("dst2").display()),
+            "--service-name=counter-service",
+            &format!("--k8s-helm-output-dir={}", charts.display()),
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("counter-service exists"), "{e}");
+    assert!(!t.join("dst2").exists());
+}

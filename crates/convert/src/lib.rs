@@ -20,6 +20,7 @@
 mod elf;
 mod error;
 mod hashio;
+pub mod helm;
 mod image;
 mod keys;
 mod layers;
@@ -130,6 +131,18 @@ pub struct Options {
     pub keys: Keys,
     /// `--dry-run`: everything but writing the destination.
     pub dry_run: bool,
+    /// `--k8s-helm-output-dir`: the chart.
+    pub helm: Option<HelmOptions>,
+}
+
+/// The Helm chart's flags.
+pub struct HelmOptions {
+    /// `--k8s-helm-output-dir`.
+    pub out_dir: PathBuf,
+    /// `--k8s-helm-workload-type`.
+    pub workload_type: String,
+    /// `--k8s-helm-expose`.
+    pub expose: Option<u16>,
 }
 
 /// Convert `opts.from` to `opts.to` without progress reports.
@@ -156,6 +169,8 @@ pub struct Outcome {
     pub loaded: Vec<String>,
     /// Layers passed through, rewritten, added.
     pub layers: LayerCounts,
+    /// The Helm chart's directory, when one was written.
+    pub chart: Option<PathBuf>,
     /// The session text.
     #[serde(skip)]
     pub session_text: String,
@@ -189,6 +204,9 @@ pub fn convert_with(opts: &Options, progress: &dyn Progress) -> Result<Outcome, 
     let session_name = format!("{}/{}", opts.namespace, opts.session);
     veil_policy::check_session_name(&session_name)
         .map_err(|why| flag("--name", &session_name, why.to_string()))?;
+    if let Some(h) = &opts.helm {
+        helm::precheck(&h.out_dir, &opts.service, &h.workload_type)?;
+    }
     for d in &opts.dirs {
         if !d.starts_with('/') || d == "/" {
             return Err(flag("--dir", d, "must be an absolute path other than /"));
@@ -548,7 +566,28 @@ pub fn convert_with(opts: &Options, progress: &dyn Progress) -> Result<Outcome, 
         image::write(&opts.to, &out, opts.dest_tls)?;
         progress.finish();
     }
+    let chart = match &opts.helm {
+        Some(h) => {
+            let repository = opts.to.repository();
+            Some(helm::write_chart(
+                &h.out_dir,
+                &helm::ChartInput {
+                    service: &opts.service,
+                    repository: &repository,
+                    digest: &manifest_digest,
+                    cas: &opts.cas_addr,
+                    las: &opts.las_addr,
+                    config_id: &format!("{session_name}/{}", opts.service),
+                    volumes: &opts.volumes,
+                    workload_type: &h.workload_type,
+                    expose: h.expose,
+                },
+            )?)
+        }
+        None => None,
+    };
     Ok(Outcome {
+        chart,
         digest: manifest_digest,
         measurement: v2.to_hex(),
         mrenclaves,

@@ -78,6 +78,34 @@ impl ImageRef {
         ))
     }
 
+    /// The repository the Helm chart names (tag and digest removed): `host[:port]/repo` for a
+    /// registry, else the image's name (to be overridden with `--set image.repository=…`).
+    pub fn repository(&self) -> String {
+        match self {
+            Self::Registry { reference } => {
+                let no_digest = reference.split('@').next().unwrap_or(reference);
+                match no_digest.rsplit_once(':') {
+                    Some((r, tag)) if !tag.contains('/') => r.to_string(),
+                    _ => no_digest.to_string(),
+                }
+            }
+            Self::DockerArchive {
+                reference: Some(r), ..
+            } => match r.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+                _ => r.clone(),
+            },
+            Self::Oci { dir, .. } => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into()),
+            Self::DockerArchive { file, .. } => file
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into()),
+        }
+    }
+
     /// The name a session gets when `--name` is not given: the destination's last path part and
     /// tag, with characters a session name does not take replaced by `-`.
     pub fn default_session_name(&self) -> String {
@@ -171,5 +199,6 @@ mod tests {
         assert_eq!(r.default_session_name(), "counter-v1-2");
         let r = ImageRef::parse("--to", "docker://h:5000/org/app:v2").unwrap();
         assert_eq!(r.default_session_name(), "app-v2");
+        assert_eq!(r.repository(), "h:5000/org/app");
     }
 }

@@ -12,8 +12,8 @@
 //!   `veil session create`).
 //!
 //! Images: `oci:DIR[:TAG]`, `docker-archive:FILE`, `docker://HOST[:PORT]/REPO:TAG`
-//! (`--src-tls-verify=false` / `--dest-tls-verify=false` for a plain-HTTP registry). The Helm
-//! chart is not available yet.
+//! (`--src-tls-verify=false` / `--dest-tls-verify=false` for a plain-HTTP registry).
+//! `--k8s-helm-output-dir DIR` writes a Helm chart to `DIR/<service>`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -106,6 +106,19 @@ pub struct SconifyArgs {
     /// same input and keys give the same image digest.
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
+    /// Write a Helm chart into DIR/<service>.
+    #[arg(long, value_name = "DIR", alias = "k8s-helm-output")]
+    k8s_helm_output_dir: Option<PathBuf>,
+    /// The chart's default workload type.
+    #[arg(
+        long,
+        default_value = "deployment",
+        value_name = "deployment|statefulset|daemonset|job"
+    )]
+    k8s_helm_workload_type: String,
+    /// The port the chart's Service exposes.
+    #[arg(long, value_name = "PORT")]
+    k8s_helm_expose: Option<u16>,
     /// Convert and generate the session, but write no image.
     #[arg(long)]
     dry_run: bool,
@@ -232,6 +245,14 @@ pub fn run(a: SconifyArgs) -> anyhow::Result<ExitCode> {
         allow_tcb_vulnerabilities: a.allow_tcb_vulnerabilities,
         keys,
         dry_run: a.dry_run,
+        helm: a
+            .k8s_helm_output_dir
+            .clone()
+            .map(|out_dir| veil_convert::HelmOptions {
+                out_dir,
+                workload_type: a.k8s_helm_workload_type.clone(),
+                expose: a.k8s_helm_expose,
+            }),
     };
     let started = std::time::Instant::now();
     let bars = Bars::default();

@@ -1627,6 +1627,55 @@ fn fuse_posix_semantics_for_python_programs() {
 }
 
 #[test]
+fn fuse_writes_by_others_clear_set_id_bits() {
+    if !crate::support::require("fuse", crate::support::fuse_unusable()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("V1");
+    let t0 = new_volume(&dir);
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let m = veil_shield::fuse::mount(
+        open_rw(&dir, t0).unwrap(),
+        &mnt,
+        Box::new(veil_shield::fuse::TagFile::new(None)),
+        veil_shield::fuse::MountOptions {
+            allow_other: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let (a, b) = (mnt.join("a"), mnt.join("b"));
+    fs::write(&a, b"a").unwrap();
+    fs::write(&b, b"b").unwrap();
+    fs::set_permissions(&a, fs::Permissions::from_mode(0o6777)).unwrap();
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o6777)).unwrap();
+    // Root (CAP_FSETID) keeps them.
+    sh(&format!("echo root >> {}", a.display()), tmp.path());
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&a), 0o6777);
+    // Anyone else's write or truncate clears them.
+    let nobody = |cmd: String| {
+        sh(
+            &format!("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '{cmd}'"),
+            tmp.path(),
+        )
+    };
+    nobody(format!("echo nobody >> {}", a.display()));
+    nobody(format!(": > {}", b.display()));
+    let t = m.unmount().unwrap();
+    let v = open_ro(&dir, t).unwrap();
+    for (p, content) in [("/a", &b"aroot\nnobody\n"[..]), ("/b", b"")] {
+        let at = v.getattr(v.resolve(p).unwrap()).unwrap();
+        assert_eq!(at.mode, 0o777, "{p}");
+        assert_eq!(v.read_file(p).unwrap(), content);
+    }
+}
+
+#[test]
 fn fuse_sqlite_wal_and_journal_modes_across_remounts() {
     if !crate::support::require("fuse", crate::support::fuse_unusable()) {
         return;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::volume::{Attr, Ino, Kind, Volume};
@@ -198,6 +198,10 @@ impl fuser::Filesystem for Fs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // We clear set-user-ID/set-group-ID/capabilities ourselves (write with
+        // FUSE_WRITE_KILL_SUIDGID, truncate, chown), so the kernel does not ask for
+        // security.capability before every write. Older kernels: the kernel keeps doing it.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         Ok(())
     }
 
@@ -225,7 +229,7 @@ impl fuser::Filesystem for Fs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -246,12 +250,18 @@ impl fuser::Filesystem for Fs {
             if uid.is_some() || gid.is_some() {
                 // The kernel checked the caller (default_permissions: CAP_CHOWN or own group).
                 v.set_owner(ino.0, uid, gid)?;
+                // Linux clears set-ID bits and capabilities on every chown of a non-directory.
+                v.kill_suid(ino.0)?;
+            }
+            if let Some(s) = size {
+                // A truncate by someone other than root (standing in for CAP_FSETID) clears them.
+                if req.uid() != 0 {
+                    v.kill_suid(ino.0)?;
+                }
+                v.truncate(ino.0, s)?;
             }
             if let Some(m) = mode {
                 v.set_mode(ino.0, m)?;
-            }
-            if let Some(s) = size {
-                v.truncate(ino.0, s)?;
             }
             let ns = |t: TimeOrNow| match t {
                 TimeOrNow::SpecificTime(t) => ns_of(t),
@@ -375,13 +385,16 @@ impl fuser::Filesystem for Fs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut v = self.vol();
         let r = v.getattr(ino.0).and_then(|a| {
             if a.kind == Kind::Dir {
                 return Ok(false);
             }
             if flags.0 & libc::O_TRUNC != 0 {
+                if req.uid() != 0 {
+                    v.kill_suid(ino.0)?;
+                }
                 v.truncate(ino.0, 0)?;
             }
             // Counted so that the file outlives an unlink until its last close.
@@ -421,12 +434,19 @@ impl fuser::Filesystem for Fs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.vol().write(ino.0, offset, data);
+        let mut v = self.vol();
+        let r = if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            v.kill_suid(ino.0).map(|_| ())
+        } else {
+            Ok(())
+        };
+        let r = r.and_then(|()| v.write(ino.0, offset, data));
+        drop(v);
         match r {
             Ok(()) => {
                 lock(&self.written).insert(fh.0, ino.0);

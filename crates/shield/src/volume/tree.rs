@@ -187,6 +187,30 @@ impl Volume {
         Ok(())
     }
 
+    /// Clear the set-user-ID bit, the set-group-ID bit of a group-executable file and the
+    /// `security.capability` attribute of a regular file, as Linux does when a file is written or
+    /// truncated by someone without `CAP_FSETID`, or changes owner. Returns whether anything changed.
+    pub fn kill_suid(&mut self, ino: Ino) -> Result<bool, Error> {
+        self.writable()?;
+        let now = self.now();
+        let n = self.node_mut(ino)?;
+        if !matches!(n.kind, NodeKind::File(_)) {
+            return Ok(false);
+        }
+        let mut kill = libc::S_ISUID;
+        if n.mode & libc::S_IXGRP != 0 {
+            kill |= libc::S_ISGID;
+        }
+        let had_cap = n.xattrs.remove("security.capability").is_some();
+        if n.mode & kill == 0 && !had_cap {
+            return Ok(false);
+        }
+        n.mode &= !kill;
+        n.ctime = now;
+        self.meta_dirty = true;
+        Ok(true)
+    }
+
     /// Change owner and/or group (`chown`; the caller checks who may).
     pub fn set_owner(&mut self, ino: Ino, uid: Option<u32>, gid: Option<u32>) -> Result<(), Error> {
         self.writable()?;
@@ -1148,6 +1172,28 @@ mod tests {
         let v = reopen(d.path(), t, Access::ReadOnly).unwrap();
         assert_eq!(v.read_file("/d/c").unwrap(), b"B");
         assert_eq!(v.read_file("/d/b").unwrap(), b"A");
+    }
+
+    #[test]
+    fn kill_suid_clears_what_linux_clears() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = new_volume(d.path());
+        let f = v.write_file("/f", b"x", 0o6755).unwrap();
+        let g = v.write_file("/g", b"x", 0o2644).unwrap();
+        let dir = v.mkdir(ROOT_INO, "d", 0o6755).unwrap();
+        v.set_xattr(g, "security.capability", b"c", crate::XattrFlags::Any)
+            .unwrap();
+        v.set_xattr(g, "user.keep", b"k", crate::XattrFlags::Any)
+            .unwrap();
+        assert!(v.kill_suid(f).unwrap());
+        assert_eq!(v.getattr(f).unwrap().mode, 0o755);
+        assert!(!v.kill_suid(f).unwrap(), "nothing left to clear");
+        // Set-group-ID without group execute is mandatory locking, not privilege: kept.
+        assert!(v.kill_suid(g).unwrap(), "the capability goes");
+        assert_eq!(v.getattr(g).unwrap().mode, 0o2644);
+        assert_eq!(v.list_xattr(g).unwrap(), ["user.keep"]);
+        assert!(!v.kill_suid(dir).unwrap(), "directories keep their bits");
+        assert_eq!(v.getattr(dir).unwrap().mode, 0o6755);
     }
 
     #[test]

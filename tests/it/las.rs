@@ -280,11 +280,10 @@ fn run_requester(
     envs: &[(&str, &str)],
     args: &[&str],
 ) -> String {
-    let out = built().dir.path().join(format!(
-        "answer-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let out = built()
+        .dir
+        .path()
+        .join(format!("answer-{}-{}", std::process::id(), rand_suffix()));
     // Pre-created so that a requester running as nobody can write it.
     std::fs::write(&out, "").unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -496,7 +495,10 @@ fn las_refuses_what_is_not_an_accepted_static_launcher() {
     bytes.push(0);
     std::fs::write(&copy, bytes).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = built().dir.path().join(format!("copy-answer-{}", rand_suffix()));
+    let out = built()
+        .dir
+        .path()
+        .join(format!("copy-answer-{}", rand_suffix()));
     let st = Command::new(&copy)
         .env_clear()
         .arg(&las.socket)
@@ -543,7 +545,10 @@ fn las_refuses_what_is_not_an_accepted_static_launcher() {
         &["mapexec", "/bin/true"],
     ))
     .unwrap_err();
-    assert!(e.contains("maps executable code other than its executable"), "{e}");
+    assert!(
+        e.contains("maps executable code other than its executable"),
+        "{e}"
+    );
     // After all that the requester itself still gets evidence, and the log has the reasons.
     assert!(parse_answer(&run_requester(&las, &rd, None, &[], &[], &[])).is_ok());
     let log = las.log();
@@ -602,7 +607,10 @@ fn ld_preload_attack_is_refused() {
     assert!(!las.accepted.contains(&hash(&veil_bin()).to_string()));
     // The static launcher never runs the constructor (it has no dynamic loader).
     let got = attack(&las, &launcher_bin());
-    assert_eq!(got, "", "the preloaded code ran in the static launcher: {got}");
+    assert_eq!(
+        got, "",
+        "the preloaded code ran in the static launcher: {got}"
+    );
     // The same preload into the accepted static requester: no constructor either, and the
     // LD_PRELOAD variable alone is refused.
     let e = parse_answer(&run_requester(
@@ -649,7 +657,8 @@ fn idle_connections_of_one_uid_do_not_starve_another() {
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(
-        las.log().contains("this uid has too many concurrent evidence requests"),
+        las.log()
+            .contains("this uid has too many concurrent evidence requests"),
         "{}",
         las.log()
     );

@@ -272,7 +272,11 @@ async fn measurement_nonce_and_binding_are_enforced() {
         let (st, v) = c.attest(&req).await.unwrap_err();
         assert_eq!(st, 403, "{id}");
         assert_eq!(v, wrong_measurement, "{id}");
-        assert_refused(&s, &v, "config_not_found: Attestation failed: Could not find service");
+        assert_refused(
+            &s,
+            &v,
+            "config_not_found: Attestation failed: Could not find service",
+        );
     }
     // The nonce of that attempt is used up: replaying the request is refused.
     let (_, v) = c.attest(&req).await.unwrap_err();
@@ -668,7 +672,10 @@ async fn envcas_example_end_to_end() {
     let o = e.run(&copy, "envcas", &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("Attestation failed") && err.contains(REFUSED), "{err}");
+    assert!(
+        err.contains("Attestation failed") && err.contains(REFUSED),
+        "{err}"
+    );
     assert!(!err.contains("Unexpected enclave measurement"), "{err}");
     assert!(
         last_refusal(e.s._data.path()).contains("Unexpected enclave measurement (MRENCLAVE, "),
@@ -778,7 +785,10 @@ async fn envcas_node_tier_end_to_end() {
     let o = e.run_with(&veil_bin, "envcas", &[], &node_env);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("Attestation failed") && err.contains(REFUSED), "{err}");
+    assert!(
+        err.contains("Attestation failed") && err.contains(REFUSED),
+        "{err}"
+    );
     assert!(
         last_refusal(e.s._data.path()).contains("is not registered with this CAS"),
         "{}",
@@ -850,7 +860,13 @@ async fn node_restriction_limits_uids_cgroups_and_tier() {
     let node = veil_las::key::NodeKey::load_or_create(&las.data_dir).unwrap();
     let spki_hex: String = node.spki_der().iter().map(|b| format!("{b:02x}")).collect();
     let o = veil(e.home.path())
-        .args(["cas", "register-node", &node.key_hash(), "--node-id", "node-r"])
+        .args([
+            "cas",
+            "register-node",
+            &node.key_hash(),
+            "--node-id",
+            "node-r",
+        ])
         .args(["--spki-hex", &spki_hex])
         .output()
         .unwrap();

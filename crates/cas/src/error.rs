@@ -25,7 +25,8 @@ pub const ATTESTATION_FAILED: &str = "Attestation failed";
 /// §5, "Oracles"): it tells neither whether the session or service exists nor what the policy
 /// expects. The detail ([`ApiError::detail_code`], [`ApiError::detail_messages`]) goes to the
 /// audit log (`attestation_refused`) and the CAS log.
-pub const ATTESTATION_REFUSED: &str = "The CAS refused this attestation; the reason is in the CAS's audit log (attestation_refused)";
+pub const ATTESTATION_REFUSED: &str =
+    "The CAS refused this attestation; the reason is in the CAS's audit log (attestation_refused)";
 
 /// An error answered to a client of either port.
 #[derive(Debug, thiserror::Error)]
@@ -621,7 +622,12 @@ mod tests {
         assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
         assert!(!bodies[0].contains("secret-session") && !bodies[0].contains(&expected));
         assert_eq!(errors[0].detail_code(), "config_not_found");
-        assert!(errors[0].detail_messages().join(" ").contains("secret-session"));
+        assert!(
+            errors[0]
+                .detail_messages()
+                .join(" ")
+                .contains("secret-session")
+        );
         assert_eq!(errors[1].detail_code(), "attestation_factor_mismatch");
         assert_eq!(errors[3].detail_code(), "attestation_node_restricted");
         assert!(errors[3].detail_messages().join(" ").contains(&expected));

@@ -621,10 +621,7 @@ impl Writer {
             let base = self.counter.load(Ordering::Relaxed);
             match apply_batch(&self.db, &self.sealer, &batch, base) {
                 Ok((results, new_sessions)) => {
-                    let applied = results
-                        .iter()
-                        .filter(|r| matches!(r, Ok(Ok(_))))
-                        .count() as u64;
+                    let applied = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count() as u64;
                     self.counter.store(base + applied, Ordering::Relaxed);
                     self.sessions.fetch_add(new_sessions, Ordering::Relaxed);
                     let audited = self.audit_batch(&mut batch, &results);
@@ -1016,7 +1013,9 @@ mod tests {
         assert_eq!(store.kv_get("t", &[0]).unwrap(), None);
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
-            s.kv_compare_and_swap("t", &[0], None, b"y").unwrap().unwrap()
+            s.kv_compare_and_swap("t", &[0], None, b"y")
+                .unwrap()
+                .unwrap()
         })
         .await
         .unwrap();

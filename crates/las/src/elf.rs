@@ -124,7 +124,12 @@ pub fn has_interp<R: ReadAt + ?Sized>(f: &R) -> Result<bool, ElfError> {
         if hlen < 64 {
             return Err(bad("truncated ELF header"));
         }
-        (e.u64(&hdr, 32)?, e.u16(&hdr, 54)?, e.u16(&hdr, 56)?, 56usize)
+        (
+            e.u64(&hdr, 32)?,
+            e.u16(&hdr, 54)?,
+            e.u16(&hdr, 56)?,
+            56usize,
+        )
     } else {
         (
             u64::from(e.u32(&hdr, 28)?),

@@ -150,7 +150,12 @@ fn check_code(pid: i32, id: &ProcIdentity, exe: &File) -> Result<(), LasError> {
                 "its executable is dynamically linked (PT_INTERP); only a static launcher is accepted",
             ));
         }
-        Err(e) => return Err(err(pid, format!("its executable is not a usable ELF file: {e}"))),
+        Err(e) => {
+            return Err(err(
+                pid,
+                format!("its executable is not a usable ELF file: {e}"),
+            ));
+        }
     }
     let base = format!("/proc/{pid}");
     let environ = std::fs::read(format!("{base}/environ"))
@@ -290,7 +295,10 @@ mod tests {
 
     #[test]
     fn finds_ld_variables() {
-        assert_eq!(find_ld_var(b"A=1\0LD_PRELOAD=/x.so\0"), Some("LD_PRELOAD".into()));
+        assert_eq!(
+            find_ld_var(b"A=1\0LD_PRELOAD=/x.so\0"),
+            Some("LD_PRELOAD".into())
+        );
         assert_eq!(find_ld_var(b"A=1\0XLD_X=1\0"), None);
         assert_eq!(find_ld_var(b""), None);
     }
@@ -304,7 +312,10 @@ mod tests {
         let ok = format!("{exe}{vdso}{data}");
         assert_eq!(foreign_exec_mapping(&ok, 0xfd01, 42), None);
         let lib = format!("{ok}7f000000-7f001000 r-xp 00000000 fd:01 43 /tmp/evil.so\n");
-        assert_eq!(foreign_exec_mapping(&lib, 0xfd01, 42), Some("/tmp/evil.so".into()));
+        assert_eq!(
+            foreign_exec_mapping(&lib, 0xfd01, 42),
+            Some("/tmp/evil.so".into())
+        );
         let anon = format!("{ok}7f000000-7f001000 rwxp 00000000 00:00 0 \n");
         assert_eq!(
             foreign_exec_mapping(&anon, 0xfd01, 42),
@@ -318,7 +329,9 @@ mod tests {
     #[test]
     fn refuses_a_dynamic_executable() {
         let m = Measurer::new();
-        let pid = i32::try_from(std::process::id()).map_err(|_| err(0, "pid")).unwrap();
+        let pid = i32::try_from(std::process::id())
+            .map_err(|_| err(0, "pid"))
+            .unwrap();
         // The test binary links glibc dynamically.
         let e = m.measure(pid).unwrap_err().to_string();
         assert!(e.contains("dynamically linked"), "{e}");

@@ -3,12 +3,12 @@
 // accept4 hands back a raw descriptor; taking ownership of it (`OwnedFd::from_raw_fd`) is unsafe.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -406,10 +406,7 @@ fn evidence_for(shared: &Shared, body: &[u8], sender: Sender) -> Result<NodeEvid
 }
 
 fn handle(conn: &OwnedFd, shared: &Shared) {
-    let timeout = TimeVal::new(
-        i64::try_from(IDLE_TIMEOUT.as_secs()).unwrap_or(2),
-        0,
-    );
+    let timeout = TimeVal::new(i64::try_from(IDLE_TIMEOUT.as_secs()).unwrap_or(2), 0);
     // Best effort: on failure the request simply has no timeout.
     let _ = socket::setsockopt(conn, sockopt::ReceiveTimeout, &timeout);
     let _ = socket::setsockopt(conn, sockopt::PassCred, &true);

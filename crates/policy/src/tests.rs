@@ -682,7 +682,8 @@ fn dot_names_are_refused_everywhere() {
 
 #[test]
 fn veil_node_restriction_extension() {
-    let base = "name: s\nversion: \"0.3\"\nservices:\n  - name: app\n    command: x\n    mrenclaves: [\"";
+    let base =
+        "name: s\nversion: \"0.3\"\nservices:\n  - name: app\n    command: x\n    mrenclaves: [\"";
     let doc = |ext: &str| format!("{base}{}\"]\n{ext}", "ab".repeat(32));
     let plain = parse("s.yaml", &doc("")).unwrap();
     assert_eq!(plain.services[0].node_restriction, None);
@@ -700,16 +701,32 @@ fn veil_node_restriction_extension() {
     assert!(r.check(1000, "/kubepods.slice/pod1/c").is_ok());
     assert!(r.check(1000, "/system.slice/app.service").is_ok());
     assert!(r.check(1000, "/system.slice/app.service2").is_err());
-    assert!(r.check(65534, "/kubepods.slice/pod1").unwrap_err().contains("uid 65534"));
+    assert!(
+        r.check(65534, "/kubepods.slice/pod1")
+            .unwrap_err()
+            .contains("uid 65534")
+    );
     assert!(r.check(0, "/user.slice").unwrap_err().contains("cgroup"));
     // Unknown fields and bad values are errors with line:column.
     for (bad, want) in [
         ("    veil:\n      nodes: {}\n", "unknown"),
         ("    veil:\n      node:\n        uid: [1]\n", "unknown"),
-        ("    veil:\n      node:\n        uids: [-1]\n", "non-negative"),
-        ("    veil:\n      node:\n        uids: [4294967296]\n", "out of range"),
-        ("    veil:\n      node:\n        cgroups: [\"kubepods\"]\n", "absolute cgroup"),
-        ("    veil:\n      node:\n        cgroups: [\"/a/../b\"]\n", "absolute cgroup"),
+        (
+            "    veil:\n      node:\n        uids: [-1]\n",
+            "non-negative",
+        ),
+        (
+            "    veil:\n      node:\n        uids: [4294967296]\n",
+            "out of range",
+        ),
+        (
+            "    veil:\n      node:\n        cgroups: [\"kubepods\"]\n",
+            "absolute cgroup",
+        ),
+        (
+            "    veil:\n      node:\n        cgroups: [\"/a/../b\"]\n",
+            "absolute cgroup",
+        ),
     ] {
         let e = parse("s.yaml", &doc(bad)).unwrap_err().to_string();
         assert!(e.contains(want) && e.contains("s.yaml:"), "{bad}: {e}");

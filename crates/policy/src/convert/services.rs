@@ -203,7 +203,11 @@ fn veil_extension(cx: &mut Cx, n: &Node, path: &str) -> Option<NodeRestriction> 
             if let Some(v) = cx.uint(item, &ip) {
                 match u32::try_from(v) {
                     Ok(v) => r.uids.push(v),
-                    Err(_) => cx.err(item.pos, &ip, format!("uid {v} is out of range (below 2^32)")),
+                    Err(_) => cx.err(
+                        item.pos,
+                        &ip,
+                        format!("uid {v} is out of range (below 2^32)"),
+                    ),
                 }
             }
         }

@@ -451,3 +451,201 @@ fn losing_the_volume_lease_stops_the_program() {
     assert!(term.exists(), "the program did not get SIGTERM: {err}");
     assert!(took < Duration::from_secs(8), "took {took:?}: {err}");
 }
+
+/// A converted image's root, built by hand the way `veil sconify-image` lays it out (decisions
+/// 19, 23): a dynamic C program, its interpreter and libraries as `ldd` resolves them, the static
+/// launcher at `/usr/lib/veil/veil-launcher`, and `/etc/veil/program` listing the program and
+/// what it loads.
+struct ImageRoot {
+    root: PathBuf,
+    listed: Vec<String>,
+}
+
+impl ImageRoot {
+    fn new(env: &Env, cas_key_hash: &str) -> Self {
+        let root = env.t().join("rootfs");
+        let src = env.t().join("hello.c");
+        std::fs::write(
+            &src,
+            "#include <stdio.h>\nint main(int c, char **v) { printf(\"hello from the image %s\\n\", c > 1 ? v[1] : \"-\"); return 0; }\n",
+        )
+        .unwrap();
+        let exe = env.t().join("hello");
+        let o = Command::new("cc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // What the loader maps, as ldd resolves it on this machine: the interpreter last.
+        let ldd = Command::new("ldd").arg(&exe).output().unwrap();
+        assert!(ldd.status.success());
+        let mut libs = Vec::new();
+        let mut interp = None;
+        for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let l = l.trim();
+            if let Some((_, rest)) = l.split_once("=> ") {
+                if let Some(p) = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|p| p.starts_with('/'))
+                {
+                    libs.push(p.to_string());
+                }
+            } else if l.starts_with('/') {
+                interp = l.split_whitespace().next().map(str::to_string);
+            }
+        }
+        let mut listed = vec![interp.expect("an ELF interpreter")];
+        listed.extend(libs);
+        for p in std::iter::once(&"/app/hello".to_string()).chain(&listed) {
+            let from = if p == "/app/hello" {
+                exe.clone()
+            } else {
+                PathBuf::from(p)
+            };
+            let to = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            // Regular files (symlinks resolved), as a converted image's layers hold them.
+            std::fs::copy(&from, &to).unwrap();
+        }
+        let launcher = root.join("usr/lib/veil/veil-launcher");
+        std::fs::create_dir_all(launcher.parent().unwrap()).unwrap();
+        std::fs::copy(crate::support::launcher_bin(), &launcher).unwrap();
+        for d in ["proc", "dev", "tmp", "etc/veil"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let mut program_file = String::from("/app/hello\n");
+        for p in &listed {
+            program_file.push_str(p);
+            program_file.push('\n');
+        }
+        std::fs::write(root.join("etc/veil/program"), program_file).unwrap();
+        std::fs::write(
+            root.join("etc/veil/cas-key-hash"),
+            format!("{cas_key_hash}\n"),
+        )
+        .unwrap();
+        Self { root, listed }
+    }
+
+    /// The v2 measurement (decision 23) of the image as it is now.
+    fn measurement(&self) -> String {
+        let hash = |p: &str| {
+            veil_attest::measure::hash_file(&self.root.join(p.trim_start_matches('/'))).unwrap()
+        };
+        let files: Vec<veil_attest::Digest32> = self.listed.iter().map(|p| hash(p)).collect();
+        veil_attest::measure::measurement_v2(
+            &hash("/usr/lib/veil/veil-launcher"),
+            &hash("/app/hello"),
+            &veil_attest::measure::loaded_list(&self.listed),
+            &files,
+        )
+        .to_hex()
+    }
+
+    /// Run the image's entrypoint (`veil-launcher --`) in its root, as a container runtime
+    /// would: a private mount namespace where the root is a mount point (bound onto itself),
+    /// with /proc, /dev and a /tmp, then chroot.
+    fn run(&self, env: &Env, session: &str, args: &[&str]) -> Output {
+        let script = r#"set -e; r="$1"; shift
+mount --bind "$r" "$r"; mount -t proc proc "$r/proc"; mount --rbind /dev "$r/dev"; mount -t tmpfs tmpfs "$r/tmp"
+exec chroot "$r" /usr/lib/veil/veil-launcher -- "$@""#;
+        let mut c = launcher_command(Path::new("unshare"));
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&self.root)
+        .args(args)
+        .env("VEIL_LOG", "warn")
+        .env("VEIL_MODE", "sim")
+        .env("SCONE_CONFIG_ID", format!("{session}/svc"))
+        .env("SCONE_CAS_ADDR", &env.cas.enclave);
+        c.output().unwrap()
+    }
+}
+
+/// Decision 23 in the launcher: a converted image's program runs with what it loads measured
+/// (measurement v2 over the listed files), and a swapped library, an unlisted
+/// `/etc/ld.so.preload` or a listed file that is gone is refused.
+#[test]
+fn an_image_program_runs_with_what_it_loads_measured() {
+    let env = Env::new();
+    let image = ImageRoot::new(&env, &env.cas.key_hash);
+    let m = image.measurement();
+    let yaml = "name: $SESSION\nversion: \"0.3\"\nservices:\n  - name: svc\n    image_name: img\n    mrenclaves: [$MRENCLAVE]\n    command: hello @@1\n    pwd: /\nimages:\n  - name: img\nsecurity:\n  attestation:\n    tolerate: [debug-mode]\n";
+    let file = env.t().join("image.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    create_session(env.home.path(), "image", &m, &file);
+
+    // SCONE_HASH=1 prints the same v2 measurement the test computed.
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t proc proc "$1/proc" && exec chroot "$1" /usr/lib/veil/veil-launcher --"#)
+        .arg("sh")
+        .arg(&image.root)
+        .env("SCONE_HASH", "1")
+        .output()
+        .unwrap();
+    assert_eq!(ok_stdout(&o).trim(), m);
+
+    let out = ok_stdout(&image.run(&env, "image", &["from-host"]));
+    assert_eq!(out, "hello from the image from-host\n");
+
+    // A library swapped in a layer: another measurement, refused by the CAS.
+    let libc = image
+        .listed
+        .iter()
+        .find(|p| p.contains("libc.so"))
+        .expect("libc is loaded")
+        .clone();
+    let libc_path = image.root.join(libc.trim_start_matches('/'));
+    let original = std::fs::read(&libc_path).unwrap();
+    let mut swapped = original.clone();
+    swapped.extend_from_slice(b"\0swapped");
+    std::fs::write(&libc_path, &swapped).unwrap();
+    let o = image.run(&env, "image", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("[VEIL|FATAL]") && err.contains("Attestation failed"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("hello"));
+    std::fs::write(&libc_path, &original).unwrap();
+
+    // An /etc/ld.so.preload the list does not name: refused before attesting.
+    let preload = image.root.join("etc/ld.so.preload");
+    std::fs::write(&preload, "/tmp/evil.so\n").unwrap();
+    let o = image.run(&env, "image", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/etc/ld.so.preload exists but is not among the measured files"),
+        "{err}"
+    );
+    std::fs::remove_file(&preload).unwrap();
+
+    // A listed file that is gone: refused, naming it.
+    let hidden = image.root.join("hidden-libc");
+    std::fs::rename(&libc_path, &hidden).unwrap();
+    let o = image.run(&env, "image", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("Cannot open the loaded file {libc}")),
+        "{err}"
+    );
+    std::fs::rename(&hidden, &libc_path).unwrap();
+
+    // And the image runs again as measured.
+    let out = ok_stdout(&image.run(&env, "image", &["again"]));
+    assert_eq!(out, "hello from the image again\n");
+}

@@ -332,7 +332,7 @@ impl Verifier for SimVerifier {
         Ok(Claims {
             measurement: s.measurement,
             launcher_hash: s.launcher_hash,
-            target: s.target,
+            target: s.target.clone(),
             report_data: s.report_data,
             node_id: None,
             node_key_hash: None,
@@ -410,7 +410,7 @@ impl Verifier for NodeVerifier {
         Ok(Claims {
             measurement: c.measurement,
             launcher_hash: c.launcher_hash,
-            target: c.target,
+            target: c.target.clone(),
             report_data: c.report_data,
             node_id: Some(c.node_id.clone()),
             node_key_hash: Some(anchor.key_hash()),

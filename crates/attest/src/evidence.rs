@@ -97,9 +97,9 @@ impl SimEvidence {
     /// Self-reported evidence for `launcher_hash` running `target`, bound to `report_data`.
     pub fn new(launcher_hash: Digest32, target: Target, report_data: ReportData) -> Self {
         Self {
+            measurement: measurement(&launcher_hash, &target),
             launcher_hash,
             target,
-            measurement: measurement(&launcher_hash, &target),
             report_data,
         }
     }
@@ -144,13 +144,29 @@ fn target_bytes(t: &Target) -> Vec<u8> {
             v.extend_from_slice(&hash.0);
             v
         }
+        Target::Image {
+            program,
+            list,
+            files,
+        } => {
+            let mut v = Vec::with_capacity(69 + 32 * files.len());
+            v.push(2);
+            v.extend_from_slice(&program.0);
+            v.extend_from_slice(&list.0);
+            v.extend_from_slice(&u32::try_from(files.len()).unwrap_or(u32::MAX).to_be_bytes());
+            for f in files {
+                v.extend_from_slice(&f.0);
+            }
+            v
+        }
     }
 }
 
 impl NodeClaims {
     /// The exact, length-prefixed binary encoding a LAS signs (no JSON canonicalisation):
     /// domain ‖ u32be len(node_id) ‖ node_id ‖ u64be time ‖ u32be pid ‖ launcher_hash ‖
-    /// target (0 = envcas | 1 ‖ program hash) ‖ measurement ‖ report_data ‖ u32be uid ‖
+    /// target (0 = envcas | 1 ‖ program hash | 2 ‖ program hash ‖ list hash ‖ u32be n ‖ n file
+    /// hashes) ‖ measurement ‖ report_data ‖ u32be uid ‖
     /// u32be gid ‖ u32be len(cgroup) ‖ cgroup.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let id = self.node_id.as_bytes();

@@ -48,7 +48,21 @@ pub fn measurement_v2(
     list: &[u8],
     file_hashes: &[Digest32],
 ) -> Measurement {
-    let list_hash = Digest32::of(list);
+    measurement_v2_of(
+        launcher_hash,
+        program_hash,
+        &Digest32::of(list),
+        file_hashes,
+    )
+}
+
+/// [`measurement_v2`] from the list's SHA-256 (what [`Target::Image`] carries).
+pub fn measurement_v2_of(
+    launcher_hash: &Digest32,
+    program_hash: &Digest32,
+    list_hash: &Digest32,
+    file_hashes: &[Digest32],
+) -> Measurement {
     let mut parts: Vec<&[u8]> = vec![
         MEASURE_V2_DOMAIN,
         &launcher_hash.0,
@@ -59,8 +73,12 @@ pub fn measurement_v2(
     Measurement::from(Digest32::of_parts(&parts))
 }
 
+/// Most files an [`Target::Image`] may name (a program's loader closure is tens of files; the
+/// bound keeps evidence small).
+pub const MAX_LOADED_FILES: usize = 1024;
+
 /// What the launcher will execute after attestation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Target {
     /// A program fixed before attestation, by the SHA-256 of its executable.
@@ -70,6 +88,16 @@ pub enum Target {
     },
     /// `envcas`: the program comes from the CAS configuration and is not measured.
     Envcas,
+    /// A converted image's program and what it loads at start (decision 23): measured with
+    /// [`measurement_v2`].
+    Image {
+        /// SHA-256 of the program's executable file.
+        program: Digest32,
+        /// SHA-256 of the list of loaded files ([`loaded_list`]).
+        list: Digest32,
+        /// SHA-256 of each listed file, in list order (at most [`MAX_LOADED_FILES`]).
+        files: Vec<Digest32>,
+    },
 }
 
 /// The measurement of `launcher_hash` running `target`.
@@ -79,6 +107,11 @@ pub fn measurement(launcher_hash: &Digest32, target: &Target) -> Measurement {
             Digest32::of_parts(&[MEASURE_DOMAIN, &launcher_hash.0, &hash.0])
         }
         Target::Envcas => Digest32::of_parts(&[MEASURE_ENVCAS_DOMAIN, &launcher_hash.0]),
+        Target::Image {
+            program,
+            list,
+            files,
+        } => return measurement_v2_of(launcher_hash, program, list, files),
     })
 }
 

@@ -47,7 +47,7 @@ mod tests {
         };
         let spec: Spec = serde_json::from_str(&spec).expect("spec");
         let host_env: BTreeMap<String, String> = std::env::vars().collect();
-        let sh = MeasuredProgram::open(Path::new("/bin/sh")).expect("open sh");
+        let sh = MeasuredProgram::open(Path::new("/bin/sh"), &[]).expect("open sh");
         let r = match &spec.envcas_config {
             Some(p) => crate::run_config(
                 &spec.config,

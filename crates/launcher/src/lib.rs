@@ -73,12 +73,18 @@ pub struct Invocation {
     pub env: BTreeMap<String, String>,
 }
 
-fn program_name(kind: &Kind) -> Result<Option<String>, LauncherError> {
+/// The program to run and what it loads at start (decision 23: listed only in converted images).
+fn program_name(kind: &Kind) -> Result<Option<program::ProgramFile>, LauncherError> {
     match kind {
         Kind::Envcas => Ok(None),
-        Kind::Run { program: Some(p) } => Ok(Some(p.clone())),
+        Kind::Run { program: Some(p) } => Ok(Some(program::ProgramFile {
+            program: p.clone(),
+            loaded: Vec::new(),
+        })),
         Kind::Run { program: None } => match std::fs::read_to_string(PROGRAM_FILE) {
-            Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Ok(s) if !s.trim().is_empty() => {
+                program::ProgramFile::parse(&s, PROGRAM_FILE).map(Some)
+            }
             _ => Err(LauncherError::new(format!(
                 "No program given: use `veil run -- PROGRAM [ARGS]` (or bake {PROGRAM_FILE} into the image)"
             ))),
@@ -125,7 +131,12 @@ fn set_not_dumpable() -> Result<(), LauncherError> {
 pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError> {
     let settings = Settings::from_env(&inv.env)?;
     let path_var = inv.env.get("PATH").map(String::as_str);
-    let name = program_name(&inv.kind)?;
+    let listed = program_name(&inv.kind)?;
+    let name = listed.as_ref().map(|l| l.program.clone());
+    let loaded: &[String] = listed.as_ref().map_or(&[], |l| &l.loaded);
+    if !loaded.is_empty() {
+        program::check_preload(loaded, Path::new("/etc/ld.so.preload"))?;
+    }
     if settings.config_id.is_none() && !settings.hash {
         // Native run, like SCONE without a config id: nothing is measured or attested.
         return match &name {
@@ -139,14 +150,16 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
         // Decision 3: a private copy (hashed while copied) when the launcher can mount.
         Some(n) if !settings.hash => Some(program::MeasuredProgram::open_private(
             &program::resolve(n, path_var)?,
+            loaded,
         )?),
-        Some(n) => Some(program::MeasuredProgram::open(&program::resolve(
-            n, path_var,
-        )?)?),
+        Some(n) => Some(program::MeasuredProgram::open(
+            &program::resolve(n, path_var)?,
+            loaded,
+        )?),
         None => None,
     };
     let target = match &program {
-        Some(p) => Target::Program { hash: p.hash },
+        Some(p) => p.target(),
         None => Target::Envcas,
     };
     if settings.hash {
@@ -190,7 +203,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
         tier,
         settings.service_access_token.clone(),
         |rd| match tier {
-            Tier::Node => veil_client::las::request_evidence(&las_socket, rd, target)
+            Tier::Node => veil_client::las::request_evidence(&las_socket, rd, target.clone())
                 .map(Evidence::Node)
                 .map_err(|e| {
                     err(
@@ -200,7 +213,7 @@ pub fn launch(inv: Invocation, out: &mut dyn Write) -> Result<i32, LauncherError
                 }),
             _ => {
                 let lh = program::launcher_hash()?;
-                let ev = SimEvidence::new(lh, target, rd);
+                let ev = SimEvidence::new(lh, target.clone(), rd);
                 debug_assert_eq!(ev.measurement, measurement(&lh, &target));
                 Ok(Evidence::Sim(ev))
             }

@@ -278,7 +278,7 @@ async fn binding_nonce_and_measurement_are_checked() {
     let bad = Target::Program {
         hash: Digest32::of(b"other program"),
     };
-    req.evidence = Evidence::Sim(SimEvidence::new(launcher(), bad, rd));
+    req.evidence = Evidence::Sim(SimEvidence::new(launcher(), bad.clone(), rd));
     let err = e.w.attest(&l.peer, req).await.unwrap_err();
     assert_eq!(err.detail_code(), "attestation_factor_mismatch");
     assert_eq!(err.code(), "attestation_refused");
@@ -301,7 +301,11 @@ async fn binding_nonce_and_measurement_are_checked() {
                 .unwrap_err();
         assert_eq!(err.detail_code(), "config_not_found", "{id}");
         assert_eq!(err.code(), "attestation_refused", "{id}");
-        assert_eq!(err.body(), refused, "one answer for {id} and a wrong measurement");
+        assert_eq!(
+            err.body(),
+            refused,
+            "one answer for {id} and a wrong measurement"
+        );
     }
     let err =
         e.w.attest(&l.peer, sim_request(&e, &l, "noslash"))

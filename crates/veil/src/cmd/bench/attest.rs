@@ -101,6 +101,7 @@ pub fn bench_attest(a: AttestBenchArgs) -> anyhow::Result<ExitCode> {
     let workers: Vec<_> = (0..a.clients)
         .map(|_| {
             let target = target.clone();
+            let flow_target = flow_target.clone();
             std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
@@ -109,7 +110,7 @@ pub fn bench_attest(a: AttestBenchArgs) -> anyhow::Result<ExitCode> {
                         attest(&target, &format!("{SESSION}/flow"), Tier::Sim, None, |rd| {
                             Ok(Evidence::Sim(SimEvidence::new(
                                 flow_launcher,
-                                flow_target,
+                                flow_target.clone(),
                                 rd,
                             )))
                         })

@@ -1647,6 +1647,8 @@ fn fuse_writes_by_others_clear_set_id_bits() {
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
+    // nobody must reach the mount point: the temp dir is 0700.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o777)).unwrap();
     let (a, b) = (mnt.join("a"), mnt.join("b"));
     fs::write(&a, b"a").unwrap();

@@ -838,9 +838,9 @@ pub fn mount(
         MountOption::NoSuid,
     ];
     if opts.allow_other {
-        config
-            .mount_options
-            .push(MountOption::CUSTOM("allow_other".into()));
+        // fuser's ACL both adds `allow_other` to the mount and lets its session serve other
+        // users' requests (a bare `allow_other` option gets them refused with EACCES by fuser).
+        config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(opts.threads.max(1));
     let session = fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| {

@@ -279,6 +279,45 @@ fn a_tag_the_cas_cannot_record_is_fatal_and_the_recorded_state_stays() {
     // one is gone, and nothing restarts at 0.
     c.cas = start_cas(c.home.path(), c.data.path(), &c.owner);
     assert_eq!(c.cas.key_hash, key_hash);
+    // The instance died while the CAS was down, so its lease (persisted) is still held: a new
+    // start is refused until it lapses (one TTL) or the owner releases it.
+    let o = c.launch("counter").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("volume V1 is in use by instance"), "{err}");
+    let cli = |args: &[&str]| {
+        let o = crate::support::veil(c.home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        crate::support::assert_success(&o);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    cli(&["cas", "attest", &c.cas.api, "--key-hash", &key_hash]);
+    let out = cli(&[
+        "cas",
+        "release-lease",
+        &c.session,
+        "V1",
+        "--cas",
+        &c.cas.api,
+    ]);
+    assert!(
+        out.starts_with(&format!(
+            "released the lease of volume V1 of session {}",
+            c.session
+        )),
+        "{out}"
+    );
+    let out = cli(&[
+        "cas",
+        "release-lease",
+        &c.session,
+        "V1",
+        "--cas",
+        &c.cas.api,
+    ]);
+    assert!(out.starts_with("no lease of volume V1"), "{out}");
     c.count(1);
     c.count(2);
 }

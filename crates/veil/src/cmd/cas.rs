@@ -34,6 +34,8 @@ pub enum CasCmd {
     RegisterNode(super::cas_node::RegisterNodeArgs),
     /// Revoke a registered LAS node key (CAS owner only).
     RevokeNode(super::cas_node::RevokeNodeArgs),
+    /// Force-release the lease of a volume whose holder is gone (CAS owner only).
+    ReleaseLease(super::cas_node::ReleaseLeaseArgs),
 }
 
 /// Arguments of `veil cas serve`.
@@ -113,6 +115,7 @@ pub fn run(c: CasCmd) -> anyhow::Result<ExitCode> {
         CasCmd::ShowCertificate { cas } => show_certificate(cas),
         CasCmd::RegisterNode(a) => super::cas_node::register(a),
         CasCmd::RevokeNode(a) => super::cas_node::revoke(a),
+        CasCmd::ReleaseLease(a) => super::cas_node::release_lease(a),
     }
 }
 

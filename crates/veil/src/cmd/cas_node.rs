@@ -1,6 +1,8 @@
-//! `veil cas register-node` and `veil cas revoke-node`: the CAS owner registers (or revokes)
-//! the node key of a LAS, the `node` tier's trust anchor (decision 12). Owner-only on the CAS
-//! (403 for anyone else); the client identity and the pinned CAS are the usual ones.
+//! The CAS owner's actions on the workload side: `veil cas register-node` and `revoke-node`
+//! register (or revoke) the node key of a LAS, the `node` tier's trust anchor (decision 12);
+//! `veil cas release-lease` force-releases a volume lease whose holder is gone (decision 9).
+//! Owner-only on the CAS (403 for anyone else); the client identity and the pinned CAS are the
+//! usual ones.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,19 @@ pub struct RevokeNodeArgs {
     /// Key hash (or node id) of the registered node key.
     #[arg(value_name = "KEYHASH|NODE_ID")]
     pub node: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Arguments of `veil cas release-lease`.
+#[derive(clap::Args, Debug)]
+pub struct ReleaseLeaseArgs {
+    /// The session whose service holds the volume.
+    #[arg(value_name = "SESSION")]
+    pub session: String,
+    /// The volume's name in the session.
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -92,6 +107,31 @@ pub fn revoke(a: RevokeNodeArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(serde_json::from_value::<Revoked>(ans.json()?)?)
     })?;
     println!("revoked node {}", v.node_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `veil cas release-lease SESSION VOLUME`: for a holder that died while it could not tell the
+/// CAS (leases are persisted, so a CAS restart does not free them before their TTL). The
+/// holder, if it still runs, loses the lease: its heartbeat and its next tag update are refused.
+pub fn release_lease(a: ReleaseLeaseArgs) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    let v = rt.block_on(async {
+        let mut c = connect(&a.remote).await?;
+        let path = format!(
+            "/v1/leases/{}/{}",
+            encode_path(&a.session),
+            encode_path(&a.volume)
+        );
+        let ans = c.request(Method::DELETE, &path, None).await?;
+        Ok::<_, anyhow::Error>(ans.json()?)
+    })?;
+    let what = format!("volume {} of session {}", a.volume, a.session);
+    match (v["released"].as_bool(), v["holder"].as_str()) {
+        (Some(true), Some(holder)) => println!("released the lease of {what} (holder {holder})"),
+        (Some(true), None) => println!("released the lease of {what}"),
+        (Some(false), _) => println!("no lease of {what} was held"),
+        _ => bail!("unexpected answer from the CAS"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

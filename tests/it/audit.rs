@@ -225,7 +225,16 @@ fn e2e_log_verifies_has_the_events_and_no_secret() {
         matches!(ev.first(), Some(Event::CasStarted { counter: 0, .. })),
         "{ev:?}"
     );
-    assert_eq!(ev.last(), Some(&Event::CasStopped { counter: 3 }), "{ev:?}");
+    // Three session writes, and the OTP state the refused attempt wrote (every DB write moves
+    // the counter, issue 16 §2).
+    assert_eq!(ev.last(), Some(&Event::CasStopped { counter: 4 }), "{ev:?}");
+    assert!(
+        ev.contains(&Event::StateCommitted {
+            kind: "workload_otp".into(),
+            counter: 4
+        }),
+        "{ev:?}"
+    );
     let created: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {

@@ -1022,7 +1022,7 @@ fn the_helm_chart_lints_renders_and_validates() {
     );
     assert!(report.contains("lint ok"), "{report}");
     assert!(
-        report.contains("render job staged persistence=true"),
+        report.contains("render job staged persistence=True"),
         "{report}"
     );
     assert!(

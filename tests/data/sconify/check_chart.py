@@ -66,6 +66,6 @@ for bad in [{"replicaCount": 2}, {"workloadType": "daemonset"}, {"veil": {"volum
     try:
         chart.validate_schema(bad)
     except Exception as e:  # the SDK raises its own error type
-        print(f"schema refuses {bad}: {str(e).splitlines()[0]}")
+        print(f"schema refuses {bad}: {' '.join(str(e).split())[:300]}")
         continue
     sys.exit(f"schema accepted {bad}")

@@ -814,7 +814,10 @@ async fn envcas_node_tier_end_to_end() {
         .output()
         .unwrap();
     assert_success(&o);
-    let o = e.run_with(&veil_bin, "envcas", &["-v", "/tmp/num"], &node_env);
+    // `veil envcas` drops LD_* before exec'ing the static launcher, which the LAS would refuse
+    // with it: a LD_LIBRARY_PATH in the caller's environment does not fail the node tier.
+    let with_ld = [node_env[0], node_env[1], ("LD_LIBRARY_PATH", "/usr/lib")];
+    let o = e.run_with(&veil_bin, "envcas", &["-v", "/tmp/num"], &with_ld);
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         o.status.success(),

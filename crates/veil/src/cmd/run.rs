@@ -89,9 +89,19 @@ pub struct MeasureArgs {
 }
 
 /// Replace this process by the launcher with `args`; returns only on failure.
+///
+/// `LD_*` variables are not passed on: the launcher is static, so they do nothing in it, and
+/// the LAS refuses a requester that has any (decision 20), so a `LD_LIBRARY_PATH` set for
+/// `veil` by a shell or a build tool would otherwise fail the node tier.
 fn exec_launcher(launcher: &LauncherArg, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let path = launcher.path()?;
-    let e = std::process::Command::new(&path).args(args).exec();
+    let mut cmd = std::process::Command::new(&path);
+    for (k, _) in std::env::vars_os() {
+        if k.as_encoded_bytes().starts_with(b"LD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let e = cmd.args(args).exec();
     Err(e).with_context(|| format!("cannot execute the launcher {}", path.display()))
 }
 

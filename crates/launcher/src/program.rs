@@ -98,12 +98,17 @@ impl ProgramFile {
         let Some((first, rest)) = lines.split_first() else {
             return Err(LauncherError::new(format!("{origin} names no program")));
         };
+        let mut seen = std::collections::HashSet::new();
         for (i, l) in lines.iter().enumerate() {
+            let at = |what: &str| LauncherError::new(format!("{origin}:{}: `{l}` {what}", i + 1));
             if !l.starts_with('/') || l.trim() != *l {
-                return Err(LauncherError::new(format!(
-                    "{origin}:{}: `{l}` is not an absolute path",
-                    i + 1
-                )));
+                return Err(at("is not an absolute path"));
+            }
+            if l.split('/').any(|c| c == "." || c == "..") {
+                return Err(at("has a `.` or `..` component"));
+            }
+            if !seen.insert(*l) {
+                return Err(at("is listed twice"));
             }
         }
         if rest.len() > veil_attest::measure::MAX_LOADED_FILES {
@@ -467,6 +472,12 @@ mod tests {
             ("p\n", "pf:1: `p` is not an absolute path"),
             ("/p\n lib\n", "pf:2"),
             ("/p\n\n/lib\n", "pf:2: `` is not an absolute path"),
+            (
+                "/p\n/lib/../etc/x\n",
+                "pf:2: `/lib/../etc/x` has a `.` or `..` component",
+            ),
+            ("/p\n/./lib\n", "pf:2: `/./lib` has a `.` or `..` component"),
+            ("/p\n/lib\n/lib\n", "pf:3: `/lib` is listed twice"),
         ] {
             let e = ProgramFile::parse(bad, "pf").unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
